@@ -1,0 +1,222 @@
+//! Configuration: every setting is a flag and an environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Larder: offline-first sync server for family grocery lists.
+#[derive(Debug, Parser)]
+#[command(name = "larder", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (applies migrations first).
+    Serve(Box<Config>),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseConfig),
+}
+
+/// Everything `larder serve` takes.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "LARDER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Log format: `pretty` for people, `json` for log collectors.
+    #[arg(long, env = "LARDER_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    pub log_format: String,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    #[command(flatten)]
+    pub limits: Limits,
+
+    #[command(flatten)]
+    pub rooms: RoomSettings,
+}
+
+impl Config {
+    /// The defaults with another database, as tests and embedders want.
+    pub fn with_database_url(url: &str) -> Config {
+        let mut config =
+            Config::try_parse_from_args(std::iter::empty::<String>()).expect("defaults parse");
+        config.database.database_url = url.to_owned();
+        config
+    }
+
+    /// Parses `larder serve` arguments (without the program and subcommand).
+    pub fn try_parse_from_args<I, S>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let argv = ["larder".to_owned(), "serve".to_owned()]
+            .into_iter()
+            .chain(args.into_iter().map(Into::into));
+        match Cli::try_parse_from(argv)?.command {
+            Command::Serve(config) => Ok(*config),
+            Command::Migrate(_) => unreachable!("the serve subcommand was given"),
+        }
+    }
+
+    /// The effective configuration as one line, without secrets.
+    pub fn describe(&self) -> String {
+        format!(
+            "listen={} database_url={} db_max_connections={} max_message_bytes={} max_doc_bytes={} \
+             messages_per_second={} message_burst={} outbound_queue={} linger_ms={} commit_window_ms={} \
+             compaction_max_updates={} compaction_max_bytes={} keepalive_ms={} awareness_coalesce_ms={}",
+            self.listen,
+            redact_url(&self.database.database_url),
+            self.database.db_max_connections,
+            self.limits.max_message_bytes,
+            self.limits.max_doc_bytes,
+            self.limits.messages_per_second,
+            self.limits.message_burst,
+            self.limits.outbound_queue,
+            self.rooms.linger_ms,
+            self.rooms.commit_window_ms,
+            self.rooms.compaction_max_updates,
+            self.rooms.compaction_max_bytes,
+            self.rooms.keepalive_ms,
+            self.rooms.awareness_coalesce_ms,
+        )
+    }
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL. The database is created if it does not exist.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/larder",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Most connections this process opens to PostgreSQL.
+    #[arg(long, env = "LARDER_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+/// Limits that protect the server from any one client.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Largest WebSocket message accepted; larger closes with 4413.
+    #[arg(long, env = "LARDER_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Largest document (encoded state) a list may grow to; an update that
+    /// would pass it closes the socket with 4414.
+    #[arg(long, env = "LARDER_MAX_DOC_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_doc_bytes: usize,
+
+    /// Sustained messages per second one connection may send.
+    #[arg(long, env = "LARDER_MESSAGES_PER_SECOND", default_value_t = 200)]
+    pub messages_per_second: u32,
+
+    /// Burst of messages one connection may send above the sustained rate;
+    /// beyond it the socket closes with 4429.
+    #[arg(long, env = "LARDER_MESSAGE_BURST", default_value_t = 1000)]
+    pub message_burst: u32,
+
+    /// Messages queued for one connection; a consumer that falls further
+    /// behind is closed with 1013 and resyncs when it reconnects.
+    #[arg(long, env = "LARDER_OUTBOUND_QUEUE", default_value_t = 512)]
+    pub outbound_queue: usize,
+}
+
+/// Timing of rooms (one per open list).
+#[derive(Debug, Clone, Args)]
+pub struct RoomSettings {
+    /// How long an unused room stays loaded after its last connection leaves.
+    #[arg(long, env = "LARDER_LINGER_MS", default_value_t = 5_000)]
+    pub linger_ms: u64,
+
+    /// Updates arriving within this window are merged into one write.
+    #[arg(long, env = "LARDER_COMMIT_WINDOW_MS", default_value_t = 2)]
+    pub commit_window_ms: u64,
+
+    /// Fold the log into a snapshot once this many updates follow the last one.
+    #[arg(long, env = "LARDER_COMPACTION_MAX_UPDATES", default_value_t = 500)]
+    pub compaction_max_updates: u64,
+
+    /// ... or once the updates after the last snapshot hold this many bytes.
+    #[arg(long, env = "LARDER_COMPACTION_MAX_BYTES", default_value_t = 1024 * 1024)]
+    pub compaction_max_bytes: u64,
+
+    /// Interval of keep-alive traffic to each connection (clients drop a
+    /// connection after 30 s of silence).
+    #[arg(long, env = "LARDER_KEEPALIVE_MS", default_value_t = 10_000)]
+    pub keepalive_ms: u64,
+
+    /// Presence updates within this window are sent as one message.
+    #[arg(long, env = "LARDER_AWARENESS_COALESCE_MS", default_value_t = 30)]
+    pub awareness_coalesce_ms: u64,
+}
+
+impl RoomSettings {
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
+    }
+    pub fn commit_window(&self) -> Duration {
+        Duration::from_millis(self.commit_window_ms)
+    }
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.keepalive_ms.max(100))
+    }
+    pub fn awareness_coalesce(&self) -> Duration {
+        Duration::from_millis(self.awareness_coalesce_ms)
+    }
+}
+
+/// `url` with any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end], &rest[at..]),
+                None => url.to_owned(),
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        let config = Config::with_database_url("postgres://u:hunter2@h/db");
+        assert!(!config.describe().contains("hunter2"));
+    }
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let config = Config::try_parse_from_args(std::iter::empty::<String>()).expect("parses");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.limits.max_message_bytes, 1024 * 1024);
+    }
+}

@@ -1,0 +1,200 @@
+//! One WebSocket connection: reads frames, enforces per-connection limits,
+//! hands messages to the list's room, and writes what the room queues for
+//! it, plus keep-alive traffic. One task per connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::auth::Access;
+use crate::close::{self, CloseReason};
+use crate::rooms::{ConnControl, JoinError, Joiner, Outbound, Rooms};
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How a connection was asked to behave.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionOptions {
+    pub access: Access,
+    /// The client asked for durable acknowledgements (`?ack=1`).
+    pub wants_ack: bool,
+}
+
+/// A token bucket: `rate` per second, up to `burst` at once.
+struct RateLimiter {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    fn new(rate: u32, burst: u32) -> Self {
+        RateLimiter {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        self.tokens -= n as f64;
+        self.tokens >= 0.0
+    }
+}
+
+/// Serves one socket until it closes.
+pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOptions, rooms: Rooms) {
+    let conn = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+    let ctx = rooms.context().clone();
+    let (outbound_tx, mut outbound) = mpsc::channel(ctx.limits.outbound_queue.max(1));
+    let control = Arc::new(ConnControl::default());
+
+    // Join the room; it answers once the list is loaded.
+    let room = loop {
+        let room = rooms.get_or_open(list_id);
+        let joiner = Joiner {
+            conn,
+            outbound: outbound_tx.clone(),
+            control: control.clone(),
+            access: options.access,
+            wants_ack: options.wants_ack,
+        };
+        match room.join(joiner).await {
+            Ok(()) => break room,
+            Err(JoinError::Unloading) => tokio::task::yield_now().await,
+            Err(JoinError::Refused(reason)) => {
+                close_socket(&mut socket, reason).await;
+                return;
+            }
+        }
+    };
+    drop(outbound_tx);
+
+    let (mut sink, mut stream) = socket.split();
+    let limits = &ctx.limits;
+    let keepalive = ctx.settings.keepalive();
+    let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+    let mut rate = RateLimiter::new(limits.messages_per_second, limits.message_burst);
+    let mut last_sent = Instant::now();
+    let mut last_received = Instant::now();
+    let silence_limit = keepalive * 3;
+
+    let reason: Option<CloseReason> = loop {
+        tokio::select! {
+            reason = control.closed() => break Some(reason),
+            frame = outbound.recv() => match frame {
+                Some(Outbound::Frame(bytes)) => {
+                    if sink.send(WsMessage::Binary(bytes)).await.is_err() {
+                        break None;
+                    }
+                    last_sent = Instant::now();
+                }
+                // The room dropped us.
+                None => break Some(CloseReason::new(close::GOING_AWAY, "room closed")),
+            },
+            incoming = stream.next() => {
+                let message = match incoming {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => {
+                        tracing::debug!(conn, error = %e, "socket read failed");
+                        break too_large_or_none(&e, limits.max_message_bytes);
+                    }
+                    None => break None,
+                };
+                last_received = Instant::now();
+                match message {
+                    WsMessage::Binary(bytes) => {
+                        if bytes.len() > limits.max_message_bytes {
+                            break Some(CloseReason::new(close::MESSAGE_TOO_LARGE, format!("message larger than {} bytes", limits.max_message_bytes)));
+                        }
+                        let messages = match larder_crdt::protocol::split_frame(&bytes) {
+                            Ok(messages) => messages,
+                            Err(e) => {
+                                tracing::debug!(conn, error = %e, "malformed frame");
+                                break Some(CloseReason::new(close::MALFORMED, "malformed message"));
+                            }
+                        };
+                        if !rate.take(messages.len()) {
+                            metrics::counter!("larder_rate_limited_total").increment(1);
+                            break Some(CloseReason::new(close::RATE_LIMITED, "message rate limit exceeded"));
+                        }
+                        if !room.send_messages(conn, messages).await {
+                            break Some(CloseReason::new(close::GOING_AWAY, "room closed"));
+                        }
+                    }
+                    WsMessage::Text(_) => break Some(CloseReason::new(close::MALFORMED, "text frames are not part of the protocol")),
+                    WsMessage::Close(_) => break None,
+                    WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+                }
+            }
+            _ = ticker.tick() => {
+                if last_received.elapsed() > silence_limit {
+                    break Some(CloseReason::new(close::GOING_AWAY, "no traffic from client"));
+                }
+                // A ping for peers that answer pings, and for browsers (which
+                // hide pings from scripts) a real message when we were quiet.
+                let mut result = sink.send(WsMessage::Ping(bytes::Bytes::new())).await;
+                if result.is_ok() && last_sent.elapsed() >= keepalive / 2 {
+                    result = sink.send(WsMessage::Binary(larder_crdt::protocol::encode_keepalive().into())).await;
+                    last_sent = Instant::now();
+                }
+                if result.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+
+    room.leave(conn).await;
+    if let Some(reason) = reason {
+        tracing::debug!(conn, code = reason.code, reason = %reason.reason, "closing connection");
+        let frame = CloseFrame {
+            code: reason.code,
+            reason: reason.reason.into(),
+        };
+        // Best effort, bounded: a dead peer must not hold the task.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            sink.send(WsMessage::Close(Some(frame))),
+        )
+        .await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+}
+
+/// A read error caused by the size limit still gets its close code.
+fn too_large_or_none(error: &axum::Error, limit: usize) -> Option<CloseReason> {
+    let text = error.to_string();
+    if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
+        Some(CloseReason::new(
+            close::MESSAGE_TOO_LARGE,
+            format!("message larger than {limit} bytes"),
+        ))
+    } else {
+        None
+    }
+}
+
+async fn close_socket(socket: &mut WebSocket, reason: CloseReason) {
+    let frame = CloseFrame {
+        code: reason.code,
+        reason: reason.reason.into(),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        socket.send(WsMessage::Close(Some(frame))),
+    )
+    .await;
+}

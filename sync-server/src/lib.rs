@@ -1,0 +1,89 @@
+//! The Larder sync server.
+//!
+//! A library with a thin `main.rs`: [`run`] takes a configuration, a bound
+//! listener and a shutdown token, so tests start real servers in-process.
+//!
+//! - [`config`]: flags and environment variables.
+//! - [`app`] and [`routes`]: HTTP (health, the sync endpoint).
+//! - [`connection`]: one WebSocket connection and its limits.
+//! - [`rooms`]: one actor per open list, the group committer, compaction.
+//! - [`auth`]: what a token grants on a list.
+//! - [`close`]: the WebSocket close codes.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod close;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod rooms;
+pub mod routes;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use larder_relay::{InProcessRelay, Relay};
+use larder_storage::{PgStore, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+pub use config::Config;
+
+/// Connects to PostgreSQL (creating the database if missing) and applies
+/// migrations.
+pub async fn open_store(config: &config::DatabaseConfig) -> anyhow::Result<PgStore> {
+    larder_storage::postgres::create_database_if_missing(&config.database_url)
+        .await
+        .context("cannot reach PostgreSQL to create the database")?;
+    let pool = larder_storage::postgres::connect(&config.database_url, config.db_max_connections)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    larder_storage::postgres::migrate(&pool)
+        .await
+        .context("cannot apply migrations")?;
+    Ok(PgStore::new(pool))
+}
+
+/// Runs the server on `listener` until `shutdown` is cancelled, then drains:
+/// stops accepting, closes sockets with 1001, stores everything rooms hold.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(open_store(&config.database).await?);
+    let relay: Arc<dyn Relay> = Arc::new(InProcessRelay::default());
+    let replica_id = Uuid::now_v7();
+    let tracker = TaskTracker::new();
+    let committer = rooms::commit::Committer::spawn(store.clone(), &tracker);
+    let rooms = rooms::Rooms::new(rooms::RoomContext {
+        store: store.clone(),
+        relay,
+        committer,
+        settings: config.rooms.clone(),
+        limits: config.limits.clone(),
+        replica_id,
+        shutdown: shutdown.clone(),
+        tracker: tracker.clone(),
+    });
+    let state = app::AppState {
+        config: Arc::new(config),
+        store,
+        rooms,
+        tracker: tracker.clone(),
+    };
+    tracing::info!(addr = %listener.local_addr()?, %replica_id, "larder listening");
+    axum::serve(listener, app::router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("server failed")?;
+    tracing::info!("draining rooms");
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}

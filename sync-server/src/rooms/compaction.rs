@@ -1,0 +1,59 @@
+//! Compaction: fold a list's log into a snapshot so loading stays fast
+//! however long its history. One process at a time per list (a lease on the
+//! list's row); updates committed meanwhile get higher sequence numbers than
+//! the snapshot covers and are kept.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use larder_storage::{Snapshot, Store, StoreError};
+use uuid::Uuid;
+
+/// How long a compaction may hold a list before another process may take over.
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Compacts one list; returns the sequence the new snapshot covers, or
+/// `None` when another process holds the lease or there was nothing to fold.
+pub async fn compact(store: Arc<dyn Store>, list_id: Uuid) -> Result<Option<u64>, StoreError> {
+    if !store.try_lease_compaction(list_id, LEASE).await? {
+        return Ok(None);
+    }
+    let result = fold_and_store(&store, list_id).await;
+    if !matches!(result, Ok(Some(_)))
+        && let Err(e) = store.release_compaction(list_id).await
+    {
+        tracing::warn!(%list_id, error = %e, "could not release compaction lease; it expires by itself");
+    }
+    result
+}
+
+async fn fold_and_store(store: &Arc<dyn Store>, list_id: Uuid) -> Result<Option<u64>, StoreError> {
+    let doc = store.load_doc(list_id).await?;
+    let Some(last) = doc.tail.last().map(|u| u.seq) else {
+        return Ok(None);
+    };
+    let folded = tokio::task::spawn_blocking(move || larder_crdt::state::fold(doc.updates())).await;
+    let state = match folded {
+        Ok(Ok(state)) => state,
+        Ok(Err(e)) => {
+            tracing::error!(%list_id, error = %e, "stored updates do not fold; list left uncompacted");
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::error!(%list_id, error = %e, "compaction task failed");
+            return Ok(None);
+        }
+    };
+    store
+        .store_snapshot(
+            list_id,
+            Snapshot {
+                up_to_seq: last,
+                state,
+            },
+        )
+        .await?;
+    metrics::counter!("larder_compactions_total").increment(1);
+    tracing::debug!(%list_id, up_to_seq = last, "compacted");
+    Ok(Some(last))
+}

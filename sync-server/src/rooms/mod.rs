@@ -1,0 +1,241 @@
+//! Rooms: one task per open list owns its document and presence.
+//!
+//! Connections talk to a room through a bounded channel ([`RoomHandle`]);
+//! the room answers through each connection's bounded outbound queue. The
+//! [`Rooms`] registry guarantees one room per list per process: a room is
+//! created under the registry lock, and an idle room removes itself under
+//! the same lock, so concurrent first connections all land in one room.
+//!
+//! - [`room`]: the actor (load, apply, broadcast, presence, group commit).
+//! - [`commit`]: the group committer shared by all rooms.
+//! - [`compaction`]: folding a list's log into a snapshot.
+
+pub mod commit;
+pub mod compaction;
+mod room;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use larder_relay::Relay;
+use larder_storage::Store;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+use yrs::sync::Message;
+
+use crate::auth::Access;
+use crate::close::CloseReason;
+use crate::config::{Limits, RoomSettings};
+use commit::Committer;
+
+/// Identifies a connection within this process.
+pub type ConnId = u64;
+
+/// Capacity of a room's command channel; senders wait when it is full.
+const ROOM_QUEUE: usize = 1024;
+
+/// What rooms need from the rest of the server.
+pub struct RoomContext {
+    pub store: Arc<dyn Store>,
+    pub relay: Arc<dyn Relay>,
+    pub committer: Committer,
+    pub settings: RoomSettings,
+    pub limits: Limits,
+    pub replica_id: Uuid,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+/// A message for one connection's socket.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Frame(Bytes),
+}
+
+/// Lets a room close a connection even when its queue is full.
+#[derive(Debug, Default)]
+pub struct ConnControl {
+    token: CancellationToken,
+    reason: OnceLock<CloseReason>,
+}
+
+impl ConnControl {
+    /// Asks the connection to close with `reason` (the first reason wins).
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Resolves when a close was asked for.
+    pub async fn closed(&self) -> CloseReason {
+        self.token.cancelled().await;
+        self.reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| CloseReason::new(crate::close::GOING_AWAY, "closed"))
+    }
+}
+
+/// A connection joining a room.
+pub struct Joiner {
+    pub conn: ConnId,
+    pub outbound: mpsc::Sender<Outbound>,
+    pub control: Arc<ConnControl>,
+    pub access: Access,
+    pub wants_ack: bool,
+}
+
+/// Why a join failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinError {
+    /// The room was unloading; get a fresh handle and try again.
+    Unloading,
+    /// The room could not load or the list is gone.
+    Refused(CloseReason),
+}
+
+pub(crate) enum RoomCommand {
+    Join {
+        joiner: Joiner,
+        reply: oneshot::Sender<Result<(), CloseReason>>,
+    },
+    Messages {
+        conn: ConnId,
+        messages: Vec<Message>,
+    },
+    Leave {
+        conn: ConnId,
+    },
+    Compacted {
+        up_to_seq: Option<u64>,
+    },
+}
+
+/// A cheap handle to a room.
+#[derive(Clone)]
+pub struct RoomHandle {
+    tx: mpsc::Sender<RoomCommand>,
+}
+
+impl RoomHandle {
+    /// Joins the room; returns once the list is loaded.
+    pub async fn join(&self, joiner: Joiner) -> Result<(), JoinError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(RoomCommand::Join { joiner, reply })
+            .await
+            .map_err(|_| JoinError::Unloading)?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(JoinError::Refused(reason)),
+            Err(_) => Err(JoinError::Unloading),
+        }
+    }
+
+    /// Hands messages from a connection to the room (waits when the room is busy).
+    pub async fn send_messages(&self, conn: ConnId, messages: Vec<Message>) -> bool {
+        self.tx
+            .send(RoomCommand::Messages { conn, messages })
+            .await
+            .is_ok()
+    }
+
+    /// Tells the room a connection is gone.
+    pub async fn leave(&self, conn: ConnId) {
+        let _ = self.tx.send(RoomCommand::Leave { conn }).await;
+    }
+}
+
+struct Entry {
+    handle: RoomHandle,
+    generation: u64,
+}
+
+type Registry = Arc<Mutex<HashMap<Uuid, Entry>>>;
+
+/// The registry of open rooms of this process.
+#[derive(Clone)]
+pub struct Rooms {
+    registry: Registry,
+    ctx: Arc<RoomContext>,
+    generations: Arc<AtomicU64>,
+}
+
+impl Rooms {
+    pub fn new(ctx: RoomContext) -> Self {
+        Rooms {
+            registry: Arc::default(),
+            ctx: Arc::new(ctx),
+            generations: Arc::default(),
+        }
+    }
+
+    /// The room of `list_id`, started if it is not open.
+    pub fn get_or_open(&self, list_id: Uuid) -> RoomHandle {
+        let mut registry = self.registry.lock().expect("room registry lock poisoned");
+        if let Some(entry) = registry.get(&list_id)
+            && !entry.handle.tx.is_closed()
+        {
+            return entry.handle.clone();
+        }
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+        let handle = RoomHandle { tx };
+        registry.insert(
+            list_id,
+            Entry {
+                handle: handle.clone(),
+                generation,
+            },
+        );
+        let room = room::Room::new(
+            list_id,
+            generation,
+            self.ctx.clone(),
+            self.registry.clone(),
+            handle.clone(),
+            rx,
+        );
+        self.ctx.tracker.spawn(room.run());
+        metrics::gauge!("larder_rooms_open").increment(1.0);
+        handle
+    }
+
+    /// Number of rooms open now.
+    pub fn open_count(&self) -> usize {
+        self.registry
+            .lock()
+            .expect("room registry lock poisoned")
+            .len()
+    }
+
+    pub fn context(&self) -> &Arc<RoomContext> {
+        &self.ctx
+    }
+}
+
+/// Removes the room of `list_id` if it is still `generation`, when nothing
+/// waits in its queue. Called by the room itself under the registry lock.
+fn remove_if_idle(
+    registry: &Registry,
+    list_id: Uuid,
+    generation: u64,
+    rx: &mpsc::Receiver<RoomCommand>,
+) -> bool {
+    let mut registry = registry.lock().expect("room registry lock poisoned");
+    if !rx.is_empty() {
+        return false;
+    }
+    if registry
+        .get(&list_id)
+        .is_some_and(|e| e.generation == generation)
+    {
+        registry.remove(&list_id);
+    }
+    metrics::gauge!("larder_rooms_open").decrement(1.0);
+    true
+}

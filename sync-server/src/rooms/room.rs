@@ -1,0 +1,770 @@
+//! The room actor of one list: owns the document and presence, applies what
+//! connections send, broadcasts, and group-commits to the update log.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use larder_crdt::protocol;
+use larder_relay::{Envelope, Payload};
+use larder_storage::{NewUpdate, StoreError};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use uuid::Uuid;
+use yrs::sync::awareness::AwarenessUpdateEntry;
+use yrs::sync::{Awareness, AwarenessUpdate, Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
+
+use super::commit::CommitOutcome;
+use super::{
+    ConnControl, ConnId, Joiner, Outbound, Registry, RoomCommand, RoomContext, RoomHandle,
+    remove_if_idle,
+};
+use crate::auth::Access;
+use crate::close::{self, CloseReason};
+
+/// How long a shutting-down room keeps trying to store what it holds.
+const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+/// First and last delay between attempts to store a batch that failed.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// An empty v1 update: no structs, no deletions.
+const EMPTY_UPDATE: [u8; 2] = [0, 0];
+
+struct Conn {
+    outbound: mpsc::Sender<Outbound>,
+    control: Arc<ConnControl>,
+    access: Access,
+    wants_ack: bool,
+    /// Awareness clients this connection announced.
+    awareness_clients: HashSet<ClientID>,
+    /// Whether this read-only connection was already told it may not write.
+    was_denied: bool,
+}
+
+/// A batch being written.
+struct InFlight {
+    update: Vec<u8>,
+    /// Connections to acknowledge once it is stored.
+    ack_conns: Vec<ConnId>,
+    /// The document's state vector when the batch was cut: what is durable
+    /// once it is stored.
+    state_vector: StateVector,
+    attempts: u32,
+}
+
+pub(crate) struct Room {
+    list_id: Uuid,
+    generation: u64,
+    ctx: Arc<RoomContext>,
+    registry: Registry,
+    handle: RoomHandle,
+    rx: mpsc::Receiver<RoomCommand>,
+    commit_tx: mpsc::Sender<CommitOutcome>,
+    commit_rx: mpsc::Receiver<CommitOutcome>,
+    awareness: Awareness,
+    conns: HashMap<ConnId, Conn>,
+    /// Updates applied but not yet handed to the committer.
+    pending: Vec<Vec<u8>>,
+    pending_acks: Vec<ConnId>,
+    in_flight: Option<InFlight>,
+    flush_at: Option<Instant>,
+    retry_at: Option<Instant>,
+    awareness_dirty: HashSet<ClientID>,
+    awareness_at: Option<Instant>,
+    linger_at: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+    /// Highest sequence known stored.
+    persisted_seq: u64,
+    tail_updates: u64,
+    tail_bytes: u64,
+    is_compacting: bool,
+    /// Upper bound of the encoded document size (recomputed near the limit).
+    doc_bytes: usize,
+}
+
+enum Event {
+    Command(Option<RoomCommand>),
+    Committed(CommitOutcome),
+    Flush,
+    Retry,
+    Awareness,
+    Linger,
+    Shutdown,
+    ShutdownDeadline,
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Room {
+    pub(crate) fn new(
+        list_id: Uuid,
+        generation: u64,
+        ctx: Arc<RoomContext>,
+        registry: Registry,
+        handle: RoomHandle,
+        rx: mpsc::Receiver<RoomCommand>,
+    ) -> Room {
+        let (commit_tx, commit_rx) = mpsc::channel(4);
+        Room {
+            list_id,
+            generation,
+            ctx,
+            registry,
+            handle,
+            rx,
+            commit_tx,
+            commit_rx,
+            awareness: Awareness::new(Doc::new()),
+            conns: HashMap::new(),
+            pending: Vec::new(),
+            pending_acks: Vec::new(),
+            in_flight: None,
+            flush_at: None,
+            retry_at: None,
+            awareness_dirty: HashSet::new(),
+            awareness_at: None,
+            linger_at: None,
+            shutdown_deadline: None,
+            persisted_seq: 0,
+            tail_updates: 0,
+            tail_bytes: 0,
+            is_compacting: false,
+            doc_bytes: 0,
+        }
+    }
+
+    fn doc(&self) -> &Doc {
+        self.awareness.doc()
+    }
+
+    #[tracing::instrument(name = "room", skip_all, fields(list_id = %self.list_id))]
+    pub(crate) async fn run(mut self) {
+        if let Err(reason) = self.load().await {
+            self.refuse_all_and_unload(reason).await;
+            return;
+        }
+        tracing::debug!(seq = self.persisted_seq, "room loaded");
+        self.linger_at = Some(Instant::now() + self.ctx.settings.linger());
+        loop {
+            let event = self.next_event().await;
+            match event {
+                Event::Command(Some(command)) => self.on_command(command),
+                Event::Command(None) => break,
+                Event::Committed(outcome) => self.on_committed(outcome),
+                Event::Flush => self.start_flush(),
+                Event::Retry => self.retry_flush(),
+                Event::Awareness => self.flush_awareness(),
+                Event::Linger => {
+                    if self.is_idle()
+                        && remove_if_idle(&self.registry, self.list_id, self.generation, &self.rx)
+                    {
+                        break;
+                    }
+                    self.linger_at = None;
+                    self.arm_linger();
+                }
+                Event::Shutdown => self.begin_shutdown(),
+                Event::ShutdownDeadline => {
+                    let unstored = self.pending.len() + usize::from(self.in_flight.is_some());
+                    tracing::error!(
+                        unstored,
+                        "shutting down with updates not stored; clients still hold them and resend on reconnect"
+                    );
+                    remove_if_idle(&self.registry, self.list_id, self.generation, &self.rx);
+                    break;
+                }
+            }
+            if self.shutdown_deadline.is_some()
+                && self.pending.is_empty()
+                && self.in_flight.is_none()
+            {
+                // Everything is stored: leave at once.
+                let mut registry = self.registry.lock().expect("room registry lock poisoned");
+                if registry
+                    .get(&self.list_id)
+                    .is_some_and(|e| e.generation == self.generation)
+                {
+                    registry.remove(&self.list_id);
+                }
+                metrics::gauge!("larder_rooms_open").decrement(1.0);
+                break;
+            }
+        }
+        self.rx.close();
+        // Joins that raced with unloading get no answer and retry on a new room.
+        while self.rx.recv().await.is_some() {}
+        tracing::debug!("room unloaded");
+    }
+
+    async fn next_event(&mut self) -> Event {
+        let is_shutting_down = self.shutdown_deadline.is_some();
+        let flush_at = if self.in_flight.is_none() && !self.pending.is_empty() {
+            self.flush_at
+        } else {
+            None
+        };
+        let retry_at = self.retry_at;
+        let awareness_at = self.awareness_at;
+        let linger_at = if is_shutting_down {
+            None
+        } else {
+            self.linger_at
+        };
+        let shutdown_deadline = self.shutdown_deadline;
+        let shutdown = self.ctx.shutdown.clone();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled(), if !is_shutting_down => Event::Shutdown,
+            outcome = self.commit_rx.recv() => match outcome {
+                Some(outcome) => Event::Committed(outcome),
+                None => Event::Command(None),
+            },
+            command = self.rx.recv() => Event::Command(command),
+            _ = sleep_opt(flush_at) => Event::Flush,
+            _ = sleep_opt(retry_at) => Event::Retry,
+            _ = sleep_opt(awareness_at) => Event::Awareness,
+            _ = sleep_opt(linger_at) => Event::Linger,
+            _ = sleep_opt(shutdown_deadline) => Event::ShutdownDeadline,
+        }
+    }
+
+    /// Loads snapshot + tail. Nothing is answered before this completes:
+    /// joins wait in the queue.
+    async fn load(&mut self) -> Result<(), CloseReason> {
+        let unavailable = |e: StoreError| {
+            tracing::warn!(error = %e, "cannot load list");
+            CloseReason::new(close::TRY_AGAIN_LATER, "storage unavailable")
+        };
+        let head = self
+            .ctx
+            .store
+            .ensure_list(self.list_id)
+            .await
+            .map_err(unavailable)?;
+        if head.is_deleted {
+            return Err(CloseReason::new(close::NOT_FOUND, "list deleted"));
+        }
+        let stored = self
+            .ctx
+            .store
+            .load_doc(self.list_id)
+            .await
+            .map_err(unavailable)?;
+        let started = std::time::Instant::now();
+        if let Err(e) = larder_crdt::state::apply_stored(self.doc(), stored.updates()) {
+            tracing::error!(error = %e, "stored list does not load");
+            return Err(CloseReason::new(
+                close::INTERNAL_ERROR,
+                "stored list is damaged",
+            ));
+        }
+        metrics::histogram!("larder_room_load_seconds").record(started.elapsed().as_secs_f64());
+        self.persisted_seq = stored.head_seq;
+        self.tail_updates = stored.tail.len() as u64;
+        self.tail_bytes = stored.tail_bytes();
+        self.doc_bytes = stored.updates().map(<[u8]>::len).sum();
+        Ok(())
+    }
+
+    async fn refuse_all_and_unload(mut self, reason: CloseReason) {
+        loop {
+            while let Ok(command) = self.rx.try_recv() {
+                if let RoomCommand::Join { reply, .. } = command {
+                    let _ = reply.send(Err(reason.clone()));
+                }
+            }
+            if remove_if_idle(&self.registry, self.list_id, self.generation, &self.rx) {
+                break;
+            }
+        }
+        self.rx.close();
+        while let Some(command) = self.rx.recv().await {
+            if let RoomCommand::Join { reply, .. } = command {
+                let _ = reply.send(Err(reason.clone()));
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.conns.is_empty() && self.pending.is_empty() && self.in_flight.is_none()
+    }
+
+    fn arm_linger(&mut self) {
+        if self.conns.is_empty() && self.linger_at.is_none() {
+            let delay = if self.pending.is_empty() && self.in_flight.is_none() {
+                self.ctx.settings.linger()
+            } else {
+                Duration::ZERO
+            };
+            self.linger_at = Some(Instant::now() + delay);
+        }
+    }
+
+    fn on_command(&mut self, command: RoomCommand) {
+        match command {
+            RoomCommand::Join { joiner, reply } => {
+                if self.shutdown_deadline.is_some() {
+                    let _ = reply.send(Err(CloseReason::new(
+                        close::GOING_AWAY,
+                        "server shutting down",
+                    )));
+                    return;
+                }
+                let conn = joiner.conn;
+                if reply.send(Ok(())).is_ok() {
+                    self.join(joiner);
+                } else {
+                    let _ = conn;
+                }
+            }
+            RoomCommand::Messages { conn, messages } => {
+                for message in messages {
+                    if !self.conns.contains_key(&conn) {
+                        break;
+                    }
+                    self.on_message(conn, message);
+                }
+            }
+            RoomCommand::Leave { conn } => self.remove_conn(conn),
+            RoomCommand::Compacted { up_to_seq } => {
+                self.is_compacting = false;
+                if let Some(up_to) = up_to_seq {
+                    self.tail_updates = self.persisted_seq.saturating_sub(up_to);
+                    self.tail_bytes = 0;
+                }
+            }
+        }
+    }
+
+    fn join(&mut self, joiner: Joiner) {
+        self.linger_at = None;
+        let Joiner {
+            conn,
+            outbound,
+            control,
+            access,
+            wants_ack,
+        } = joiner;
+        let conn_state = Conn {
+            outbound,
+            control,
+            access,
+            wants_ack,
+            awareness_clients: HashSet::new(),
+            was_denied: false,
+        };
+        self.conns.insert(conn, conn_state);
+        metrics::gauge!("larder_connections").increment(1.0);
+        // The server's own sync step 1, always: it is how a client's offline
+        // edits reach us (PROTOCOL.md, handshake step 3).
+        let sv = self.doc().transact().state_vector();
+        self.send_to(conn, protocol::encode_sync_step1(&sv));
+        if let Ok(update) = self.awareness.update()
+            && !update.clients.is_empty()
+        {
+            self.send_to(conn, protocol::encode_awareness(&update));
+        }
+    }
+
+    fn on_message(&mut self, conn: ConnId, message: Message) {
+        match message {
+            Message::Sync(SyncMessage::SyncStep1(sv)) => {
+                let update = self.doc().transact().encode_state_as_update_v1(&sv);
+                self.send_to(conn, protocol::encode_sync_step2(update));
+            }
+            Message::Sync(SyncMessage::SyncStep2(bytes))
+            | Message::Sync(SyncMessage::Update(bytes)) => {
+                self.on_update(conn, &bytes);
+            }
+            Message::Awareness(update) => self.on_awareness(conn, update),
+            Message::AwarenessQuery => {
+                if let Ok(update) = self.awareness.update() {
+                    self.send_to(conn, protocol::encode_awareness(&update));
+                }
+            }
+            // Auth messages only travel server -> client; custom ones are
+            // not ours to interpret.
+            Message::Auth(_) | Message::Custom(..) => {}
+        }
+    }
+
+    fn on_update(&mut self, conn: ConnId, bytes: &[u8]) {
+        let update = match Update::decode_v1(bytes) {
+            Ok(update) => update,
+            Err(e) => {
+                tracing::debug!(conn, error = %e, "update does not decode");
+                self.close_conn(
+                    conn,
+                    CloseReason::new(close::MALFORMED, "update does not decode"),
+                );
+                return;
+            }
+        };
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if state.access.is_read_only() {
+            let sv = self.awareness.doc().transact().state_vector();
+            if update.extends(&sv) && !state.was_denied {
+                state.was_denied = true;
+                let frame = protocol::encode_permission_denied(
+                    "read-only access: updates are not accepted",
+                );
+                self.send_to(conn, frame);
+            }
+            return;
+        }
+        let wants_ack = state.wants_ack;
+        if !self.fits_size_limit(bytes.len()) {
+            self.close_conn(
+                conn,
+                CloseReason::new(close::DOCUMENT_TOO_LARGE, "document size limit reached"),
+            );
+            return;
+        }
+        let delta = {
+            let mut txn = self.awareness.doc().transact_mut();
+            if let Err(e) = txn.apply_update(update) {
+                drop(txn);
+                tracing::debug!(conn, error = %e, "update does not apply");
+                self.close_conn(
+                    conn,
+                    CloseReason::new(close::MALFORMED, "update cannot be applied"),
+                );
+                return;
+            }
+            txn.encode_update_v1()
+        };
+        metrics::counter!("larder_updates_received_total").increment(1);
+        if delta.as_slice() != EMPTY_UPDATE {
+            metrics::counter!("larder_updates_applied_total").increment(1);
+            self.doc_bytes += delta.len();
+            let frame = Bytes::from(protocol::encode_update(delta.clone()));
+            self.broadcast(frame, Some(conn));
+            self.pending.push(delta);
+            if self.flush_at.is_none() {
+                self.flush_at = Some(Instant::now() + self.ctx.settings.commit_window());
+            }
+        }
+        if wants_ack {
+            if self.pending.is_empty() && self.in_flight.is_none() {
+                // Nothing of this connection's is waiting: what we hold is stored.
+                let sv = self.doc().transact().state_vector();
+                self.send_to(conn, protocol::encode_durable_ack(&sv));
+            } else if !self.pending_acks.contains(&conn) {
+                self.pending_acks.push(conn);
+            }
+        }
+    }
+
+    /// Whether an update of `incoming` bytes keeps the document under its
+    /// limit. The running estimate only grows; near the limit the real
+    /// encoded size replaces it.
+    fn fits_size_limit(&mut self, incoming: usize) -> bool {
+        let limit = self.ctx.limits.max_doc_bytes;
+        if self.doc_bytes + incoming <= limit {
+            return true;
+        }
+        self.doc_bytes = larder_crdt::state::encode_full_state(self.doc()).len();
+        self.doc_bytes + incoming <= limit
+    }
+
+    fn on_awareness(&mut self, conn: ConnId, update: AwarenessUpdate) {
+        let summary = match self.awareness.apply_update_summary(update) {
+            Ok(Some(summary)) => summary,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(conn, error = %e, "awareness update refused");
+                self.close_conn(
+                    conn,
+                    CloseReason::new(close::MALFORMED, "awareness update does not apply"),
+                );
+                return;
+            }
+        };
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state
+                .awareness_clients
+                .extend(summary.added.iter().chain(summary.updated.iter()).copied());
+            for removed in &summary.removed {
+                state.awareness_clients.remove(removed);
+            }
+        }
+        self.awareness_dirty.extend(summary.all_changes());
+        if self.awareness_at.is_none() {
+            self.awareness_at = Some(Instant::now() + self.ctx.settings.awareness_coalesce());
+        }
+    }
+
+    /// Sends the coalesced presence changes to everyone.
+    fn flush_awareness(&mut self) {
+        self.awareness_at = None;
+        let dirty: Vec<ClientID> = self.awareness_dirty.drain().collect();
+        if dirty.is_empty() {
+            return;
+        }
+        match self.awareness.update_with_clients(dirty) {
+            Ok(update) => {
+                let frame = Bytes::from(protocol::encode_awareness(&update));
+                self.broadcast(frame, None);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode presence"),
+        }
+    }
+
+    fn send_to(&mut self, conn: ConnId, frame: Vec<u8>) {
+        let Some(state) = self.conns.get(&conn) else {
+            return;
+        };
+        match state.outbound.try_send(Outbound::Frame(Bytes::from(frame))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.drop_slow(conn),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.remove_conn(conn),
+        }
+    }
+
+    /// Sends a frame to every connection but `except`. A connection whose
+    /// queue is full is closed (it resyncs on reconnect), never skipped.
+    fn broadcast(&mut self, frame: Bytes, except: Option<ConnId>) {
+        let mut slow = Vec::new();
+        let mut gone = Vec::new();
+        for (id, state) in &self.conns {
+            if Some(*id) == except {
+                continue;
+            }
+            match state.outbound.try_send(Outbound::Frame(frame.clone())) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
+                Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*id),
+            }
+        }
+        metrics::counter!("larder_deliveries_total")
+            .increment((self.conns.len() - usize::from(except.is_some())) as u64);
+        for id in slow {
+            self.drop_slow(id);
+        }
+        for id in gone {
+            self.remove_conn(id);
+        }
+    }
+
+    fn drop_slow(&mut self, conn: ConnId) {
+        metrics::counter!("larder_slow_consumers_total").increment(1);
+        self.close_conn(
+            conn,
+            CloseReason::new(close::TRY_AGAIN_LATER, "too slow: outbound queue full"),
+        );
+    }
+
+    fn close_conn(&mut self, conn: ConnId, reason: CloseReason) {
+        if let Some(state) = self.conns.get(&conn) {
+            state.control.close(reason);
+        }
+        self.remove_conn(conn);
+    }
+
+    /// Forgets a connection and tells the others at once that its presence
+    /// is gone.
+    fn remove_conn(&mut self, conn: ConnId) {
+        let Some(state) = self.conns.remove(&conn) else {
+            return;
+        };
+        metrics::gauge!("larder_connections").decrement(1.0);
+        self.pending_acks.retain(|c| *c != conn);
+        if !state.awareness_clients.is_empty() {
+            let clients: Vec<ClientID> = state.awareness_clients.into_iter().collect();
+            // Removed with the clock unchanged, as y-protocols does for remote
+            // clients: a reconnecting client re-announces itself with that
+            // clock and must not be refused as stale.
+            let mut removal = HashMap::new();
+            for client in &clients {
+                self.awareness_dirty.remove(client);
+                if let Some((clock, _)) = self.awareness.meta(*client) {
+                    removal.insert(
+                        *client,
+                        AwarenessUpdateEntry {
+                            clock,
+                            json: "null".into(),
+                        },
+                    );
+                }
+            }
+            if let Err(e) = self
+                .awareness
+                .apply_update(AwarenessUpdate { clients: removal })
+            {
+                tracing::warn!(error = %e, "cannot remove presence");
+            }
+            if let Ok(update) = self.awareness.update_with_clients(clients)
+                && !self.conns.is_empty()
+            {
+                self.broadcast(Bytes::from(protocol::encode_awareness(&update)), None);
+            }
+        }
+        self.arm_linger();
+    }
+
+    /// Cuts a batch from what is pending and hands it to the committer.
+    fn start_flush(&mut self) {
+        self.flush_at = None;
+        if self.in_flight.is_some() || self.pending.is_empty() {
+            return;
+        }
+        let updates = std::mem::take(&mut self.pending);
+        let update = match larder_crdt::state::merge_updates(updates.clone()) {
+            Ok(update) => update,
+            Err(e) => {
+                // Every part came out of our own document; store them apart.
+                tracing::error!(error = %e, "cannot merge a batch; storing its updates one by one");
+                let mut rest = updates.into_iter();
+                let first = rest.next().expect("pending is not empty");
+                self.pending = rest.collect();
+                first
+            }
+        };
+        let sv = self.doc().transact().state_vector();
+        let ack_conns = if self.pending.is_empty() {
+            std::mem::take(&mut self.pending_acks)
+        } else {
+            Vec::new()
+        };
+        self.in_flight = Some(InFlight {
+            update,
+            ack_conns,
+            state_vector: sv,
+            attempts: 0,
+        });
+        self.submit();
+    }
+
+    fn submit(&mut self) {
+        let Some(batch) = self.in_flight.as_mut() else {
+            return;
+        };
+        batch.attempts += 1;
+        let update = NewUpdate {
+            list_id: self.list_id,
+            update: batch.update.clone(),
+            origin: self.ctx.replica_id.to_string(),
+            user_id: None,
+        };
+        let committer = self.ctx.committer.clone();
+        let results = self.commit_tx.clone();
+        self.ctx.tracker.spawn(async move {
+            let outcome = committer.commit(update).await;
+            let _ = results.send(outcome).await;
+        });
+    }
+
+    fn retry_flush(&mut self) {
+        self.retry_at = None;
+        self.submit();
+    }
+
+    fn on_committed(&mut self, outcome: CommitOutcome) {
+        let Some(batch) = self.in_flight.take() else {
+            return;
+        };
+        match outcome {
+            CommitOutcome::Stored(range) => {
+                self.persisted_seq = self.persisted_seq.max(range.last);
+                self.tail_updates += 1;
+                self.tail_bytes += batch.update.len() as u64;
+                for conn in &batch.ack_conns {
+                    if self.conns.get(conn).is_some_and(|c| c.wants_ack) {
+                        self.send_to(*conn, protocol::encode_durable_ack(&batch.state_vector));
+                    }
+                }
+                self.publish(range.first, range.last, batch.update);
+                self.maybe_compact();
+                if !self.pending.is_empty() {
+                    // More arrived while writing: write it now.
+                    self.start_flush();
+                }
+                self.arm_linger();
+            }
+            CommitOutcome::ListGone => {
+                tracing::info!("list deleted; closing its connections");
+                self.pending.clear();
+                let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+                for conn in conns {
+                    self.close_conn(conn, CloseReason::new(close::NOT_FOUND, "list deleted"));
+                }
+            }
+            CommitOutcome::Failed(e) => {
+                let delay = RETRY_FIRST
+                    .saturating_mul(1 << batch.attempts.min(6))
+                    .min(RETRY_MAX);
+                tracing::warn!(error = %e, attempts = batch.attempts, retry_in_ms = delay.as_millis() as u64, "storing a batch failed; will retry");
+                self.in_flight = Some(batch);
+                self.retry_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    fn publish(&self, first_seq: u64, last_seq: u64, update: Vec<u8>) {
+        let relay = self.ctx.relay.clone();
+        let envelope = Envelope {
+            origin: self.ctx.replica_id,
+            list_id: self.list_id,
+            payload: Payload::Update {
+                first_seq,
+                last_seq,
+                update,
+            },
+        };
+        self.ctx.tracker.spawn(async move {
+            if let Err(e) = relay.publish(envelope).await {
+                tracing::debug!(error = %e, "relay publish failed; other replicas catch up from the log");
+            }
+        });
+    }
+
+    fn maybe_compact(&mut self) {
+        let settings = &self.ctx.settings;
+        let is_due = self.tail_updates >= settings.compaction_max_updates
+            || self.tail_bytes >= settings.compaction_max_bytes;
+        if !is_due || self.is_compacting {
+            return;
+        }
+        self.is_compacting = true;
+        let store = self.ctx.store.clone();
+        let list_id = self.list_id;
+        let handle = self.handle.clone();
+        self.ctx.tracker.spawn(async move {
+            let up_to_seq = match super::compaction::compact(store, list_id).await {
+                Ok(up_to) => up_to,
+                Err(e) => {
+                    tracing::warn!(%list_id, error = %e, "compaction failed");
+                    None
+                }
+            };
+            let _ = handle.tx.send(RoomCommand::Compacted { up_to_seq }).await;
+        });
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_FLUSH_LIMIT);
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            if let Some(state) = self.conns.remove(&conn) {
+                state
+                    .control
+                    .close(CloseReason::new(close::GOING_AWAY, "server shutting down"));
+                metrics::gauge!("larder_connections").decrement(1.0);
+            }
+        }
+        if self.in_flight.is_none() && !self.pending.is_empty() {
+            self.start_flush();
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `GET /v1/sync/{list_id}`: upgrades to a y-websocket connection.
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth;
+use crate::close::{self, CloseReason};
+use crate::connection::{self, ConnectionOptions};
+use crate::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/sync/{list_id}", get(upgrade))
+}
+
+#[derive(Debug, Deserialize)]
+struct SyncQuery {
+    token: Option<String>,
+    ack: Option<String>,
+}
+
+async fn upgrade(
+    State(state): State<AppState>,
+    Path(list_id): Path<String>,
+    query: Result<Query<SyncQuery>, QueryRejection>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let list_id = Uuid::parse_str(&list_id)
+        .map_err(|_| ApiError::bad_request("invalid_list_id", "list id must be a UUID"))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let ws = ws.map_err(|_| {
+        ApiError::bad_request(
+            "websocket_required",
+            "this endpoint speaks the y-websocket protocol over a WebSocket upgrade",
+        )
+    })?;
+    let wants_ack = matches!(query.ack.as_deref(), Some("1" | "true"));
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let token = query.token.as_deref().or(bearer);
+    let auth = auth::authorize(token, list_id);
+
+    let limits = &state.config.limits;
+    let ws = ws
+        // Our own check closes with 4413 and a reason; the library's limit
+        // only stops what is far beyond it.
+        .max_message_size(limits.max_message_bytes.saturating_mul(2).max(64 * 1024))
+        .max_frame_size(limits.max_message_bytes.saturating_mul(2).max(64 * 1024))
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0);
+    let rooms = state.rooms.clone();
+    let tracker = state.tracker.clone();
+    Ok(ws
+        .on_upgrade(move |mut socket| {
+            tracker.track_future(async move {
+                match auth {
+                    Ok(access) => {
+                        connection::serve(
+                            socket,
+                            list_id,
+                            ConnectionOptions { access, wants_ack },
+                            rooms,
+                        )
+                        .await
+                    }
+                    Err(e) => {
+                        let reason = CloseReason::new(close::UNAUTHORIZED, e.to_string());
+                        let frame = axum::extract::ws::CloseFrame {
+                            code: reason.code,
+                            reason: reason.reason.into(),
+                        };
+                        let _ = socket
+                            .send(axum::extract::ws::Message::Close(Some(frame)))
+                            .await;
+                    }
+                }
+            })
+        })
+        .into_response())
+}
