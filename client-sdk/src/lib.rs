@@ -46,6 +46,7 @@ pub struct SyncStatus {
 /// A client of one list.
 pub struct SyncClient {
     doc: Doc,
+    list: larder_crdt::ListDoc,
     status: watch::Sender<SyncStatus>,
     outbound: Arc<Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>>,
     task: Option<JoinHandle<()>>,
@@ -78,8 +79,10 @@ impl SyncClient {
         )
         .expect("no transaction is open on a document being set up");
         let (status, _) = watch::channel(SyncStatus::default());
+        let list = larder_crdt::ListDoc::new(&doc);
         SyncClient {
             doc,
+            list,
             status,
             outbound,
             task: None,
@@ -90,6 +93,13 @@ impl SyncClient {
         &self.doc
     }
 
+    /// The typed list API, bound to this client's document. Use it inside
+    /// [`SyncClient::edit`]: binding root maps needs a transaction of its
+    /// own, so never call `ListDoc::new` while an edit is open.
+    pub fn list(&self) -> &larder_crdt::ListDoc {
+        &self.list
+    }
+
     /// Edits the document; sent at once when connected, on reconnect otherwise.
     pub fn edit<R>(&self, f: impl FnOnce(&mut TransactionMut) -> R) -> R {
         let mut txn = self.doc.transact_mut();
@@ -98,8 +108,7 @@ impl SyncClient {
 
     /// Reads the list as rows.
     pub fn snapshot(&self) -> larder_crdt::ListSnapshot {
-        let list = larder_crdt::ListDoc::new(&self.doc);
-        list.read(&self.doc.transact())
+        self.list.read(&self.doc.transact())
     }
 
     /// Watches the connection status.

@@ -1,3 +1,212 @@
 //! Helpers for Larder's end-to-end tests: a real server on a random port
 //! against a throw-away PostgreSQL database, and real WebSocket clients.
 #![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use larder_client::SyncClient;
+use larder_crdt::{ItemPatch, ListDoc, ListSnapshot, NewItem};
+use larder_server::Config;
+use larder_storage::{PgStore, Store};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use yrs::Doc;
+
+pub use larder_storage::testing::TestDatabase;
+
+/// A Larder server running in this process.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub database_url: String,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts a server with the default configuration on `database_url`.
+    pub async fn spawn(database_url: &str) -> TestApp {
+        TestApp::spawn_with(database_url, |_| {}).await
+    }
+
+    /// Starts a server after `configure` adjusted its configuration.
+    pub async fn spawn_with(database_url: &str, configure: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = Config::with_database_url(database_url);
+        configure(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a free port");
+        let addr = listener.local_addr().expect("bound address");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(larder_server::run(config, listener, shutdown.clone()));
+        let app = TestApp {
+            addr,
+            database_url: database_url.to_owned(),
+            shutdown,
+            task: Some(task),
+        };
+        // The listener is bound already; wait until migrations ran and it serves.
+        eventually("server ready", Duration::from_secs(30), || async {
+            http_get(app.addr, "/readyz")
+                .await
+                .is_some_and(|(status, _)| status == 200)
+        })
+        .await;
+        app
+    }
+
+    /// `ws://.../v1/sync/{list_id}`.
+    pub fn sync_url(&self, list_id: Uuid) -> String {
+        format!("ws://{}/v1/sync/{list_id}", self.addr)
+    }
+
+    /// A new client connected to `list_id` and synced.
+    pub async fn connect(&self, list_id: Uuid) -> SyncClient {
+        let mut client = SyncClient::new();
+        self.reconnect(&mut client, list_id).await;
+        client
+    }
+
+    /// Connects `client` to `list_id` and waits for the first sync.
+    pub async fn reconnect(&self, client: &mut SyncClient, list_id: Uuid) {
+        client
+            .connect(&self.sync_url(list_id))
+            .await
+            .expect("connect");
+        wait_synced(client).await;
+    }
+
+    /// Stops the server gracefully and waits until it drained.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+
+    /// Aborts the server without draining (a crash).
+    pub fn kill(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Waits for a client's first sync step 2.
+pub async fn wait_synced(client: &SyncClient) {
+    let mut status = client.status();
+    tokio::time::timeout(Duration::from_secs(15), status.wait_for(|s| s.is_synced))
+        .await
+        .expect("synced within 15 s")
+        .expect("status channel open");
+}
+
+/// Polls `check` until it holds; panics with `what` after `limit`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until every client holds the same rows as the first; returns them.
+pub async fn converge(clients: &[&SyncClient]) -> ListSnapshot {
+    eventually("clients converge", Duration::from_secs(30), || async {
+        let first = clients[0].snapshot();
+        clients.iter().all(|c| c.snapshot() == first)
+    })
+    .await;
+    clients[0].snapshot()
+}
+
+/// The list as stored (snapshot + tail), read back through larder-crdt.
+pub async fn stored_snapshot(database_url: &str, list_id: Uuid) -> ListSnapshot {
+    let store = PgStore::new(
+        larder_storage::postgres::connect(database_url, 2)
+            .await
+            .expect("connect"),
+    );
+    let stored = store.load_doc(list_id).await.expect("load stored list");
+    let doc = Doc::new();
+    larder_crdt::state::apply_stored(&doc, stored.updates()).expect("stored updates apply");
+    let snapshot = ListDoc::new(&doc).read(&yrs::Transact::transact(&doc));
+    store.pool().close().await;
+    snapshot
+}
+
+/// A store on `database_url`.
+pub async fn store(database_url: &str) -> PgStore {
+    PgStore::new(
+        larder_storage::postgres::connect(database_url, 4)
+            .await
+            .expect("connect"),
+    )
+}
+
+/// A minimal HTTP/1.1 GET returning status and body; `None` when nothing answers.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A new item with a fresh id.
+pub fn new_item(name: &str) -> NewItem {
+    NewItem {
+        id: Uuid::new_v4().to_string(),
+        name: name.to_owned(),
+        quantity: Some("1".into()),
+        category: None,
+        note: None,
+        position: larder_crdt::position::between(None, None),
+        added_by: Some("tester".into()),
+        added_at_ms: 1_700_000_000_000,
+    }
+}
+
+/// Adds an item through the client; returns its id.
+pub fn add_item(client: &SyncClient, name: &str) -> String {
+    let item = new_item(name);
+    client.edit(|txn| client.list().add_item(txn, &item).expect("valid item"));
+    item.id
+}
+
+/// Changes fields of an item through the client.
+pub fn patch_item(client: &SyncClient, id: &str, patch: &ItemPatch) {
+    client.edit(|txn| {
+        client
+            .list()
+            .update_item(txn, id, patch)
+            .expect("item exists")
+    });
+}

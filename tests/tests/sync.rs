@@ -1,0 +1,244 @@
+//! End-to-end sync on one replica against the real PostgreSQL.
+
+use std::time::Duration;
+
+use larder_crdt::{ItemPatch, ItemStatus};
+use larder_tests::*;
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clients_editing_concurrently_converge_and_the_log_replays_to_the_same_state() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    let list = Uuid::new_v4();
+    let clients = [
+        app.connect(list).await,
+        app.connect(list).await,
+        app.connect(list).await,
+    ];
+    let shared = add_item(&clients[0], "Milk");
+    converge(&[&clients[0], &clients[1], &clients[2]]).await;
+
+    for round in 0..200 {
+        for (i, client) in clients.iter().enumerate() {
+            if round % 4 == 0 {
+                add_item(client, &format!("client {i} item {round}"));
+            }
+            // Conflicting edits of the same item's fields from everyone.
+            let patch = ItemPatch {
+                quantity: Some(Some(format!("{round} from {i}"))),
+                status: Some(ItemStatus::ALL[(round + i) % 3]),
+                ..Default::default()
+            };
+            patch_item(client, &shared, &patch);
+        }
+        if round % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let merged = converge(&[&clients[0], &clients[1], &clients[2]]).await;
+    assert_eq!(merged.items.len(), 1 + 3 * 50);
+    eventually(
+        "the log holds the merged state",
+        Duration::from_secs(10),
+        || async { stored_snapshot(db.url(), list).await == merged },
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_edits_are_uploaded_when_the_client_reconnects() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    let list = Uuid::new_v4();
+    let online = app.connect(list).await;
+    let mut phone = app.connect(list).await;
+    add_item(&online, "Bread");
+    converge(&[&online, &phone]).await;
+
+    phone.disconnect().await;
+    for i in 0..200 {
+        add_item(&phone, &format!("offline {i}"));
+    }
+    add_item(&online, "added while the phone was away");
+    app.reconnect(&mut phone, list).await;
+
+    let merged = converge(&[&online, &phone]).await;
+    assert_eq!(merged.items.len(), 202);
+    eventually(
+        "the server stored the offline edits",
+        Duration::from_secs(10),
+        || async { stored_snapshot(db.url(), list).await == merged },
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_fresh_client_gets_the_full_state_from_snapshot_and_tail() {
+    let db = TestDatabase::create().await;
+    let small_compaction = |c: &mut larder_server::Config| c.rooms.compaction_max_updates = 20;
+    let app = TestApp::spawn_with(db.url(), small_compaction).await;
+    let list = Uuid::new_v4();
+    let writer = app.connect(list).await;
+    for i in 0..120 {
+        add_item(&writer, &format!("item {i}"));
+        // Separate batches, so the log grows past the compaction threshold.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let expected = writer.snapshot();
+    let store = store(db.url()).await;
+    eventually("compaction ran", Duration::from_secs(15), || async {
+        use larder_storage::Store;
+        store
+            .list_head(list)
+            .await
+            .expect("head")
+            .is_some_and(|h| h.snapshot_seq > 0)
+    })
+    .await;
+    eventually("everything stored", Duration::from_secs(10), || async {
+        stored_snapshot(db.url(), list).await == expected
+    })
+    .await;
+    drop(writer);
+    app.stop().await;
+
+    let restarted = TestApp::spawn(db.url()).await;
+    let fresh = restarted.connect(list).await;
+    assert_eq!(
+        fresh.snapshot(),
+        expected,
+        "the first sync carries the whole list"
+    );
+    restarted.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_connecting_at_once_to_a_closed_list_share_one_room() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    let list = Uuid::new_v4();
+    let connects = (0..50).map(|_| app.connect(list));
+    let clients = futures_util::future::join_all(connects).await;
+    for (i, client) in clients.iter().enumerate() {
+        add_item(client, &format!("from client {i}"));
+    }
+    // Were the clients split over two copies of the list, edits would not
+    // cross between them.
+    let refs: Vec<_> = clients.iter().collect();
+    let merged = converge(&refs).await;
+    assert_eq!(merged.items.len(), 50);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_acknowledgements_follow_stored_edits_only_when_asked_for() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    let list = Uuid::new_v4();
+    let mut acked = larder_client::SyncClient::new();
+    acked
+        .connect(&format!("{}?ack=1", app.sync_url(list)))
+        .await
+        .expect("connect");
+    wait_synced(&acked).await;
+    let plain = app.connect(list).await;
+    add_item(&acked, "Eggs");
+    let mut status = acked.status();
+    let expected_sv = yrs::ReadTxn::state_vector(&yrs::Transact::transact(acked.doc()));
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.durable.as_ref() == Some(&expected_sv)),
+    )
+    .await
+    .expect("ack within 10 s")
+    .expect("status open");
+    assert_eq!(
+        stored_snapshot(db.url(), list).await,
+        acked.snapshot(),
+        "acknowledged means stored"
+    );
+    converge(&[&acked, &plain]).await;
+    assert!(
+        plain.status().borrow().durable.is_none(),
+        "a plain client never gets the extension message"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_stores_what_it_holds_and_closes_sockets_with_going_away() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    let list = Uuid::new_v4();
+    let client = app.connect(list).await;
+    for i in 0..50 {
+        add_item(&client, &format!("item {i}"));
+    }
+    let expected = client.snapshot();
+    // Let the edits reach the room, then stop at once.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.stop().await;
+    let mut status = client.status();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(5),
+        status.wait_for(|s| s.closed_with.is_some()),
+    )
+    .await
+    .expect("closed")
+    .expect("status open")
+    .closed_with
+    .clone();
+    assert_eq!(closed.map(|(code, _)| code), Some(1001));
+    assert_eq!(stored_snapshot(db.url(), list).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_answer_and_bad_list_ids_are_refused_before_the_upgrade() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    assert_eq!(http_get(app.addr, "/healthz").await.map(|r| r.0), Some(200));
+    assert_eq!(http_get(app.addr, "/readyz").await.map(|r| r.0), Some(200));
+    let (status, body) = http_get(app.addr, "/v1/sync/not-a-uuid")
+        .await
+        .expect("answers");
+    assert_eq!(status, 400);
+    let body: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
+    assert_eq!(body["error"]["code"], "invalid_list_id");
+    match tokio_tungstenite::connect_async(format!("ws://{}/v1/sync/not-a-uuid", app.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 400)
+        }
+        other => panic!("expected a 400, got {:?}", other.map(|_| ())),
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_receives_keepalive_traffic() {
+    use futures_util::StreamExt;
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn_with(db.url(), |c| c.rooms.keepalive_ms = 200).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(app.sync_url(Uuid::new_v4()))
+        .await
+        .expect("connect");
+    let mut keepalive_seen = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !keepalive_seen && tokio::time::Instant::now() < deadline {
+        let frame = tokio::time::timeout(Duration::from_secs(2), socket.next())
+            .await
+            .expect("traffic")
+            .expect("open")
+            .expect("ok");
+        if let tokio_tungstenite::tungstenite::Message::Binary(bytes) = frame {
+            keepalive_seen = bytes.as_ref() == larder_crdt::protocol::encode_keepalive().as_slice();
+        }
+    }
+    assert!(
+        keepalive_seen,
+        "an idle client hears from the server well inside 30 s"
+    );
+    app.stop().await;
+}
