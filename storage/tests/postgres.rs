@@ -1,0 +1,167 @@
+//! The Store contract, held against the real PostgreSQL.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use larder_storage::testing::TestDatabase;
+use larder_storage::{NewUpdate, PgStore, Snapshot, Store, StoreError, postgres};
+use uuid::Uuid;
+
+async fn store(db: &TestDatabase) -> PgStore {
+    PgStore::new(postgres::connect(db.url(), 8).await.expect("connect"))
+}
+
+fn update(list_id: Uuid, body: &[u8]) -> NewUpdate {
+    NewUpdate {
+        list_id,
+        update: body.to_vec(),
+        origin: "test".into(),
+        user_id: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_have_no_holes_or_duplicates_with_many_concurrent_writers() {
+    let db = TestDatabase::create().await;
+    let lists = [Uuid::new_v4(), Uuid::new_v4()];
+    let setup = store(&db).await;
+    for list in lists {
+        setup.ensure_list(list).await.expect("list");
+    }
+    // Four stores with pools of their own act as four server processes.
+    let mut writers = Vec::new();
+    for w in 0..4u8 {
+        let s = store(&db).await;
+        writers.push(tokio::spawn(async move {
+            for i in 0..40u8 {
+                // Batches touching both lists, in both orders, to provoke lock-order trouble.
+                let batch = if i % 2 == 0 {
+                    vec![
+                        update(lists[0], &[w, i]),
+                        update(lists[1], &[w, i]),
+                        update(lists[0], &[w, i, 1]),
+                    ]
+                } else {
+                    vec![update(lists[1], &[w, i]), update(lists[0], &[w, i])]
+                };
+                s.append(batch).await.expect("append");
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    for (list, expected) in [(lists[0], 4 * 60), (lists[1], 4 * 40)] {
+        let stored = setup.load_doc(list).await.expect("load");
+        let seqs: Vec<u64> = stored.tail.iter().map(|u| u.seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=expected).collect::<Vec<u64>>(),
+            "gapless, unique, ordered"
+        );
+        assert_eq!(stored.head_seq, expected);
+        let bodies: BTreeSet<Vec<u8>> = stored.tail.iter().map(|u| u.update.clone()).collect();
+        assert_eq!(bodies.len() as u64, expected, "every update stored once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_committed_during_compaction_is_kept() {
+    let db = TestDatabase::create().await;
+    let s = store(&db).await;
+    let list = Uuid::new_v4();
+    s.ensure_list(list).await.expect("list");
+    for i in 0..10u8 {
+        s.append(vec![update(list, &[i])]).await.expect("append");
+    }
+    assert!(
+        s.try_lease_compaction(list, Duration::from_secs(60))
+            .await
+            .expect("lease")
+    );
+    assert!(
+        !s.try_lease_compaction(list, Duration::from_secs(60))
+            .await
+            .expect("lease"),
+        "one compactor at a time"
+    );
+    let read = s.load_doc(list).await.expect("load");
+    let up_to = read.tail.last().expect("tail").seq;
+    // Another process commits while the compactor folds.
+    s.append(vec![update(list, b"late")]).await.expect("append");
+    s.store_snapshot(
+        list,
+        Snapshot {
+            up_to_seq: up_to,
+            state: b"folded".to_vec(),
+        },
+    )
+    .await
+    .expect("snapshot");
+
+    let after = s.load_doc(list).await.expect("load");
+    assert_eq!(
+        after.snapshot,
+        Some(Snapshot {
+            up_to_seq: 10,
+            state: b"folded".to_vec()
+        })
+    );
+    assert_eq!(after.tail.len(), 1);
+    assert_eq!(after.tail[0].seq, 11);
+    assert_eq!(after.tail[0].update, b"late".to_vec());
+    let head = s.list_head(list).await.expect("head").expect("exists");
+    assert_eq!((head.head_seq, head.snapshot_seq), (11, 10));
+    assert!(
+        s.try_lease_compaction(list, Duration::from_secs(60))
+            .await
+            .expect("lease"),
+        "storing released the lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_unknown_lists_take_no_updates() {
+    let db = TestDatabase::create().await;
+    let s = store(&db).await;
+    let live = Uuid::new_v4();
+    let deleted = Uuid::new_v4();
+    let unknown = Uuid::new_v4();
+    s.ensure_list(live).await.expect("list");
+    s.ensure_list(deleted).await.expect("list");
+    sqlx::query("UPDATE grocery_lists SET deleted_at = now() WHERE id = $1")
+        .bind(deleted)
+        .execute(s.pool())
+        .await
+        .expect("soft delete");
+    let ranges = s
+        .append(vec![
+            update(live, b"a"),
+            update(deleted, b"b"),
+            update(unknown, b"c"),
+        ])
+        .await
+        .expect("append");
+    assert_eq!(ranges.len(), 1);
+    assert_eq!(ranges[&live].first, 1);
+    assert!(s.ensure_list(deleted).await.expect("head").is_deleted);
+    assert!(s.load_doc(deleted).await.expect("load").tail.is_empty());
+    assert!(matches!(
+        s.load_doc(unknown).await,
+        Err(StoreError::ListNotFound(_))
+    ));
+    assert!(s.list_head(unknown).await.expect("query").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ensuring_a_list_twice_keeps_one_row_and_its_log() {
+    let db = TestDatabase::create().await;
+    let s = store(&db).await;
+    let list = Uuid::new_v4();
+    s.ensure_list(list).await.expect("list");
+    s.append(vec![update(list, b"x")]).await.expect("append");
+    let head = s.ensure_list(list).await.expect("again");
+    assert_eq!(head.head_seq, 1);
+    assert_eq!(s.updates_after(list, 0).await.expect("read").len(), 1);
+    assert!(s.updates_after(list, 1).await.expect("read").is_empty());
+}
