@@ -101,8 +101,8 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
                     }
                     last_sent = Instant::now();
                 }
-                // The room dropped us.
-                None => break Some(CloseReason::new(close::GOING_AWAY, "room closed")),
+                // The room dropped us; it may have said why just before.
+                None => break Some(control.reason().unwrap_or_else(|| CloseReason::new(close::GOING_AWAY, "room closed"))),
             },
             incoming = stream.next() => {
                 let message = match incoming {

@@ -70,6 +70,11 @@ impl ConnControl {
         self.token.cancel();
     }
 
+    /// The close reason asked for, if any.
+    pub fn reason(&self) -> Option<CloseReason> {
+        self.reason.get().cloned()
+    }
+
     /// Resolves when a close was asked for.
     pub async fn closed(&self) -> CloseReason {
         self.token.cancelled().await;

@@ -1,0 +1,78 @@
+//! Presence (awareness): relayed to the others, and removed for them as soon
+//! as the announcing socket closes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use larder_crdt::protocol;
+use larder_tests::*;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use uuid::Uuid;
+use yrs::ClientID;
+use yrs::sync::Message;
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Reads until an awareness message mentions `client`; returns its JSON state.
+async fn awareness_of(socket: &mut Socket, client: ClientID) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("awareness within 10 s")
+            .expect("socket open")
+            .expect("frame");
+        let WsMessage::Binary(bytes) = frame else {
+            continue;
+        };
+        for message in protocol::split_frame(&bytes).expect("well-formed") {
+            if let Message::Awareness(update) = message
+                && let Some(entry) = update.clients.get(&client)
+            {
+                return entry.json.to_string();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_reaches_others_and_vanishes_when_the_socket_closes() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    let list = Uuid::new_v4();
+    let (mut ann, _) = tokio_tungstenite::connect_async(app.sync_url(list))
+        .await
+        .expect("connect");
+    let (mut bob, _) = tokio_tungstenite::connect_async(app.sync_url(list))
+        .await
+        .expect("connect");
+
+    let ann_id = ClientID::new(4242);
+    let mut clients = HashMap::new();
+    clients.insert(
+        ann_id,
+        AwarenessUpdateEntry {
+            clock: 1,
+            json: r#"{"user":{"name":"ann"}}"#.into(),
+        },
+    );
+    let frame = protocol::encode_awareness(&AwarenessUpdate { clients });
+    ann.send(WsMessage::Binary(frame.into()))
+        .await
+        .expect("send");
+
+    assert_eq!(
+        awareness_of(&mut bob, ann_id).await,
+        r#"{"user":{"name":"ann"}}"#
+    );
+    ann.close(None).await.expect("close");
+    assert_eq!(
+        awareness_of(&mut bob, ann_id).await,
+        "null",
+        "ann is gone for bob at once"
+    );
+    app.stop().await;
+}
