@@ -154,6 +154,16 @@ pub async fn stored_snapshot(database_url: &str, list_id: Uuid) -> ListSnapshot 
     snapshot
 }
 
+/// Waits until the stored list (snapshot + tail) reads as `expected`.
+pub async fn wait_stored(database_url: &str, list_id: Uuid, expected: &ListSnapshot) {
+    eventually(
+        "the stored list matches",
+        Duration::from_secs(10),
+        || async { stored_snapshot(database_url, list_id).await == *expected },
+    )
+    .await;
+}
+
 /// A store on `database_url`.
 pub async fn store(database_url: &str) -> PgStore {
     PgStore::new(

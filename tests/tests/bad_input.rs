@@ -80,12 +80,7 @@ async fn each_kind_of_bad_input_gets_its_close_code_and_harms_nobody_else() {
     }
     let merged = converge(&[&good, &witness]).await;
     assert_eq!(merged.items.len(), 6);
-    eventually(
-        "stored state is the good clients' state",
-        Duration::from_secs(10),
-        || async { stored_snapshot(db.url(), list).await == merged },
-    )
-    .await;
+    wait_stored(db.url(), list, &merged).await;
     app.stop().await;
 }
 

@@ -102,11 +102,6 @@ async fn javascript_yjs_clients_and_a_rust_client_converge_with_the_stored_list(
     assert_eq!(shared.quantity.as_deref(), js_shared["quantity"].as_str());
     assert_eq!(shared.note.as_deref(), Some("written offline"));
     let expected = rust.snapshot();
-    eventually(
-        "the stored list matches",
-        Duration::from_secs(10),
-        || async { stored_snapshot(db.url(), list).await == expected },
-    )
-    .await;
+    wait_stored(db.url(), list, &expected).await;
     app.stop().await;
 }

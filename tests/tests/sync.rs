@@ -38,12 +38,7 @@ async fn three_clients_editing_concurrently_converge_and_the_log_replays_to_the_
     }
     let merged = converge(&[&clients[0], &clients[1], &clients[2]]).await;
     assert_eq!(merged.items.len(), 1 + 3 * 50);
-    eventually(
-        "the log holds the merged state",
-        Duration::from_secs(10),
-        || async { stored_snapshot(db.url(), list).await == merged },
-    )
-    .await;
+    wait_stored(db.url(), list, &merged).await;
     app.stop().await;
 }
 
@@ -66,12 +61,7 @@ async fn offline_edits_are_uploaded_when_the_client_reconnects() {
 
     let merged = converge(&[&online, &phone]).await;
     assert_eq!(merged.items.len(), 202);
-    eventually(
-        "the server stored the offline edits",
-        Duration::from_secs(10),
-        || async { stored_snapshot(db.url(), list).await == merged },
-    )
-    .await;
+    wait_stored(db.url(), list, &merged).await;
     app.stop().await;
 }
 
@@ -98,10 +88,7 @@ async fn after_a_restart_a_fresh_client_gets_the_full_state_from_snapshot_and_ta
             .is_some_and(|h| h.snapshot_seq > 0)
     })
     .await;
-    eventually("everything stored", Duration::from_secs(10), || async {
-        stored_snapshot(db.url(), list).await == expected
-    })
-    .await;
+    wait_stored(db.url(), list, &expected).await;
     drop(writer);
     app.stop().await;
 
