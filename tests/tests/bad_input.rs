@@ -115,3 +115,47 @@ async fn a_document_past_its_size_limit_refuses_the_update() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_with_try_again_later_not_buffered_forever() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn_with(db.url(), |c| c.limits.outbound_queue = 4).await;
+    let list = Uuid::new_v4();
+    // A raw socket that reads nothing while the list changes a lot.
+    let (mut stalled, _) = tokio_tungstenite::connect_async(app.sync_url(list))
+        .await
+        .expect("connect");
+    let writer = app.connect(list).await;
+    for i in 0..250 {
+        let item = larder_crdt::NewItem {
+            note: Some(format!("{i:04}").repeat(10 * 1024)),
+            ..new_item("bulky")
+        };
+        writer.edit(|txn| writer.list().add_item(txn, &item).expect("valid"));
+        if i % 25 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Socket buffers are full long before 10 MB; the room must have given up
+    // on the stalled client instead of queueing without bound.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        match tokio::time::timeout_at(deadline, stalled.next())
+            .await
+            .expect("the stalled socket ends")
+        {
+            Some(Ok(WsMessage::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(code, Some(1013));
+    // The writer was not disturbed.
+    let writer_closed = writer.status().borrow().closed_with.clone();
+    assert_eq!(writer_closed, None);
+    app.stop().await;
+}
