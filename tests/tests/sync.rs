@@ -229,3 +229,39 @@ async fn an_idle_connection_receives_keepalive_traffic() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_list_unloads_after_lingering_and_reloads_from_storage() {
+    use larder_storage::{NewUpdate, Store};
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn_with(db.url(), |c| c.rooms.linger_ms = 100).await;
+    let list = Uuid::new_v4();
+    let mut client = app.connect(list).await;
+    add_item(&client, "Apples");
+    let expected_before = client.snapshot();
+    wait_stored(db.url(), list, &expected_before).await;
+    client.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Written to the log behind the server's back (as another replica would):
+    // only a room loaded afresh from storage can know it.
+    let other = larder_client::SyncClient::new();
+    add_item(&other, "Pears");
+    let update = larder_crdt::state::encode_full_state(other.doc());
+    let store = store(db.url()).await;
+    store
+        .append(vec![NewUpdate {
+            list_id: list,
+            update,
+            origin: "elsewhere".into(),
+            user_id: None,
+        }])
+        .await
+        .expect("append");
+
+    let fresh = app.connect(list).await;
+    let names: Vec<String> = fresh.snapshot().items.into_iter().map(|i| i.name).collect();
+    assert_eq!(names.len(), 2, "reloaded from storage: {names:?}");
+    assert!(names.contains(&"Apples".to_owned()) && names.contains(&"Pears".to_owned()));
+    app.stop().await;
+}
