@@ -18,6 +18,10 @@ use crate::rooms::{ConnControl, JoinError, Joiner, Outbound, Rooms};
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A write that takes longer means the peer stopped reading; the socket is
+/// given up instead of holding its task.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How a connection was asked to behave.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionOptions {
@@ -73,6 +77,14 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
         };
         match room.join(joiner).await {
             Ok(()) => break room,
+            Err(JoinError::Unloading) if ctx.shutdown.is_cancelled() => {
+                close_socket(
+                    &mut socket,
+                    CloseReason::new(close::GOING_AWAY, "server shutting down"),
+                )
+                .await;
+                return;
+            }
             Err(JoinError::Unloading) => tokio::task::yield_now().await,
             Err(JoinError::Refused(reason)) => {
                 close_socket(&mut socket, reason).await;
@@ -95,9 +107,12 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
         tokio::select! {
             reason = control.closed() => break Some(reason),
             frame = outbound.recv() => match frame {
-                Some(Outbound::Frame(bytes)) => {
-                    if sink.send(WsMessage::Binary(bytes)).await.is_err() {
-                        break None;
+                                Some(Outbound::Frame(bytes)) => {
+                    match tokio::time::timeout(SEND_TIMEOUT, sink.send(WsMessage::Binary(bytes))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        // The peer stopped reading altogether.
+                        Err(_) => break Some(CloseReason::new(close::TRY_AGAIN_LATER, "too slow: send timed out")),
                     }
                     last_sent = Instant::now();
                 }
@@ -145,12 +160,14 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
                 }
                 // A ping for peers that answer pings, and for browsers (which
                 // hide pings from scripts) a real message when we were quiet.
-                let mut result = sink.send(WsMessage::Ping(bytes::Bytes::new())).await;
-                if result.is_ok() && last_sent.elapsed() >= keepalive / 2 {
-                    result = sink.send(WsMessage::Binary(larder_crdt::protocol::encode_keepalive().into())).await;
+                                let ping = tokio::time::timeout(SEND_TIMEOUT, sink.send(WsMessage::Ping(bytes::Bytes::new())));
+                let mut is_ok = matches!(ping.await, Ok(Ok(())));
+                if is_ok && last_sent.elapsed() >= keepalive / 2 {
+                    let frame = WsMessage::Binary(larder_crdt::protocol::encode_keepalive().into());
+                    is_ok = matches!(tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await, Ok(Ok(())));
                     last_sent = Instant::now();
                 }
-                if result.is_err() {
+                if !is_ok {
                     break None;
                 }
             }

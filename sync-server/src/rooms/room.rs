@@ -82,6 +82,8 @@ pub(crate) struct Room {
     tail_updates: u64,
     tail_bytes: u64,
     is_compacting: bool,
+    /// The list was deleted: refuse joins and unload.
+    is_gone: bool,
     /// Upper bound of the encoded document size (recomputed near the limit).
     doc_bytes: usize,
 }
@@ -138,6 +140,7 @@ impl Room {
             tail_updates: 0,
             tail_bytes: 0,
             is_compacting: false,
+            is_gone: false,
             doc_bytes: 0,
         }
     }
@@ -200,8 +203,20 @@ impl Room {
             }
         }
         self.rx.close();
-        // Joins that raced with unloading get no answer and retry on a new room.
-        while self.rx.recv().await.is_some() {}
+        // Joins that raced with unloading get no answer and retry on a new
+        // room, unless the server is stopping or the list is gone.
+        let refusal = if self.is_gone {
+            Some(CloseReason::new(close::NOT_FOUND, "list deleted"))
+        } else if self.ctx.shutdown.is_cancelled() {
+            Some(CloseReason::new(close::GOING_AWAY, "server shutting down"))
+        } else {
+            None
+        };
+        while let Some(command) = self.rx.recv().await {
+            if let (RoomCommand::Join { reply, .. }, Some(reason)) = (command, refusal.as_ref()) {
+                let _ = reply.send(Err(reason.clone()));
+            }
+        }
         tracing::debug!("room unloaded");
     }
 
@@ -298,12 +313,14 @@ impl Room {
         self.conns.is_empty() && self.pending.is_empty() && self.in_flight.is_none()
     }
 
+    /// Starts the linger timer once nothing is left to do; storing what is
+    /// pending re-arms it when it completes.
     fn arm_linger(&mut self) {
-        if self.conns.is_empty() && self.linger_at.is_none() {
-            let delay = if self.pending.is_empty() && self.in_flight.is_none() {
-                self.ctx.settings.linger()
-            } else {
+        if self.is_idle() && self.linger_at.is_none() {
+            let delay = if self.is_gone {
                 Duration::ZERO
+            } else {
+                self.ctx.settings.linger()
             };
             self.linger_at = Some(Instant::now() + delay);
         }
@@ -317,6 +334,10 @@ impl Room {
                         close::GOING_AWAY,
                         "server shutting down",
                     )));
+                    return;
+                }
+                if self.is_gone {
+                    let _ = reply.send(Err(CloseReason::new(close::NOT_FOUND, "list deleted")));
                     return;
                 }
                 let conn = joiner.conn;
@@ -491,6 +512,15 @@ impl Room {
                 return;
             }
         };
+        // A client id belongs to the connection that announced it last (a
+        // reconnecting client keeps its id while its old socket may linger).
+        for (id, other) in self.conns.iter_mut() {
+            if *id != conn {
+                for client in summary.added.iter().chain(summary.updated.iter()) {
+                    other.awareness_clients.remove(client);
+                }
+            }
+        }
         if let Some(state) = self.conns.get_mut(&conn) {
             state
                 .awareness_clients
@@ -689,16 +719,26 @@ impl Room {
                 if !self.pending.is_empty() {
                     // More arrived while writing: write it now.
                     self.start_flush();
+                } else if !self.pending_acks.is_empty() {
+                    // Connections that sent nothing new while this batch was
+                    // written: everything we hold is stored now.
+                    let sv = self.doc().transact().state_vector();
+                    for conn in std::mem::take(&mut self.pending_acks) {
+                        self.send_to(conn, protocol::encode_durable_ack(&sv));
+                    }
                 }
                 self.arm_linger();
             }
             CommitOutcome::ListGone => {
                 tracing::info!("list deleted; closing its connections");
+                self.is_gone = true;
+                self.pending_acks.clear();
                 self.pending.clear();
                 let conns: Vec<ConnId> = self.conns.keys().copied().collect();
                 for conn in conns {
                     self.close_conn(conn, CloseReason::new(close::NOT_FOUND, "list deleted"));
                 }
+                self.arm_linger();
             }
             CommitOutcome::Failed(e) => {
                 let delay = RETRY_FIRST
