@@ -56,8 +56,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Runs the history on three clients and returns every update produced.
-fn run_history(history: &[(usize, Op)]) -> (Vec<Doc>, Vec<Vec<u8>>) {
+/// Runs the history on three clients and returns every update produced,
+/// with the client that produced it.
+fn run_history(history: &[(usize, Op)]) -> (Vec<Doc>, Vec<(usize, Vec<u8>)>) {
     let docs: Vec<Doc> = (0..3).map(|i| Doc::with_client_id(i as u64 + 1)).collect();
     let mut updates = Vec::new();
     for (client, op) in history {
@@ -115,7 +116,7 @@ fn run_history(history: &[(usize, Op)]) -> (Vec<Doc>, Vec<Vec<u8>>) {
                 .expect("valid"),
             Op::SyncFrom { .. } => unreachable!("handled above"),
         }
-        updates.push(txn.encode_update_v1());
+        updates.push((*client, txn.encode_update_v1()));
     }
     (docs, updates)
 }
@@ -139,20 +140,29 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
-    fn any_delivery_order_with_duplicates_converges(
+    fn any_interleaving_of_client_streams_with_duplicates_converges(
         history in proptest::collection::vec((0..3usize, op()), 1..60),
         shuffle_seed in any::<u64>(),
         duplicates in proptest::collection::vec(any::<usize>(), 0..20),
     ) {
-        let (_, updates) = run_history(&history);
-        prop_assume!(!updates.is_empty());
+                let (_, tagged) = run_history(&history);
+        prop_assume!(!tagged.is_empty());
+        let updates: Vec<Vec<u8>> = tagged.iter().map(|(_, u)| u.clone()).collect();
         let in_order: Vec<usize> = (0..updates.len()).collect();
-        // A deterministic shuffle driven by the seed, plus duplicates.
-        let mut shuffled = in_order.clone();
+        // Any interleaving of the clients' streams (each client's own updates
+        // keep their order, as one connection and the sequenced log deliver
+        // them), driven by the seed, then duplicates of anything.
+        let mut queues: Vec<std::collections::VecDeque<usize>> = vec![Default::default(); 3];
+        for (i, (client, _)) in tagged.iter().enumerate() {
+            queues[*client].push_back(i);
+        }
+        let mut shuffled = Vec::with_capacity(updates.len() + duplicates.len());
         let mut state = shuffle_seed | 1;
-        for i in (1..shuffled.len()).rev() {
+        while queues.iter().any(|q| !q.is_empty()) {
             state ^= state << 13; state ^= state >> 7; state ^= state << 17;
-            shuffled.swap(i, (state % (i as u64 + 1)) as usize);
+            let live: Vec<usize> = (0..3).filter(|c| !queues[*c].is_empty()).collect();
+            let pick = live[(state % live.len() as u64) as usize];
+            shuffled.push(queues[pick].pop_front().expect("non-empty"));
         }
         shuffled.extend(duplicates.iter().map(|d| d % updates.len()));
 
