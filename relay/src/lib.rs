@@ -4,23 +4,38 @@
 //! other replica with the list open applies it. The relay may drop messages
 //! (Pub/Sub is fire-and-forget): receivers detect a jump in sequence numbers
 //! and read what they missed from the update log, so the relay only ever
-//! delays an edit.
+//! delays an edit. When the relay itself knows it may have lost messages (a
+//! reconnect, a receiver that fell behind) it says so with
+//! [`RelayEvent::Resync`].
 //!
 //! - [`Relay`]: the trait the server talks to.
 //! - [`InProcessRelay`]: one node, no Redis; replicas in one process share it.
+//! - [`RedisRelay`]: Redis Pub/Sub, one channel per list, with reconnect.
 //! - [`Envelope`]: the message, encoded with `postcard`.
 #![forbid(unsafe_code)]
+
+mod redis_relay;
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+pub use redis_relay::{RedisRelay, RedisRelayConfig};
+
 /// Errors of a relay.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("envelope does not decode: {0}")]
     Decode(#[from] postcard::Error),
+    #[error("relay is not connected")]
+    NotConnected,
+    #[error("relay error: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("relay did not answer in time")]
+    Timeout,
     #[error("relay is closed")]
     Closed,
 }
@@ -31,6 +46,9 @@ pub struct Envelope {
     /// Replica that committed the batch.
     pub origin: Uuid,
     pub list_id: Uuid,
+    /// When the origin published it (microseconds since the Unix epoch), for
+    /// the relay lag metric.
+    pub sent_at_micros: u64,
     pub payload: Payload,
 }
 
@@ -48,6 +66,16 @@ pub enum Payload {
 }
 
 impl Envelope {
+    /// An envelope stamped with the current time.
+    pub fn new(origin: Uuid, list_id: Uuid, payload: Payload) -> Envelope {
+        Envelope {
+            origin,
+            list_id,
+            sent_at_micros: now_micros(),
+            payload,
+        }
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>, RelayError> {
         Ok(postcard::to_allocvec(self)?)
     }
@@ -55,23 +83,66 @@ impl Envelope {
     pub fn decode(bytes: &[u8]) -> Result<Self, RelayError> {
         Ok(postcard::from_bytes(bytes)?)
     }
+
+    /// Seconds since the envelope was sent (0 when clocks disagree).
+    pub fn age_seconds(&self) -> f64 {
+        seconds_since(self.sent_at_micros)
+    }
+}
+
+/// Seconds since `micros` (microseconds since the Unix epoch), 0 when that
+/// lies in the future (clocks of replicas disagree).
+pub fn seconds_since(micros: u64) -> f64 {
+    now_micros().saturating_sub(micros) as f64 / 1e6
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// What a replica receives from the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// An envelope of a list this replica subscribed to (possibly its own).
+    Envelope(Envelope),
+    /// Envelopes may have been lost (the relay reconnected, or this receiver
+    /// fell behind): every open list must catch up from the update log.
+    Resync,
 }
 
 /// Publishes envelopes to the other replicas and receives theirs.
 #[async_trait]
 pub trait Relay: Send + Sync + 'static {
-    /// Sends an envelope to every replica (best effort).
-    async fn publish(&self, envelope: Envelope) -> Result<(), RelayError>;
+    /// Queues an envelope for every replica that has its list open. Never
+    /// waits: when the relay is down or backed up the envelope is dropped
+    /// (receivers catch up from the log).
+    fn publish(&self, envelope: Envelope);
 
-    /// A receiver of every envelope published from now on, including this
-    /// replica's own (receivers skip those by `origin`).
-    fn subscribe(&self) -> broadcast::Receiver<Envelope>;
+    /// Starts receiving the list's envelopes; returns once the relay
+    /// confirmed. Subscriptions are counted: each call needs one
+    /// [`Relay::unsubscribe`]. An error means the relay is unreachable now;
+    /// the subscription still stands and takes effect when it returns
+    /// (followed by a [`RelayEvent::Resync`]).
+    async fn subscribe(&self, list_id: Uuid) -> Result<(), RelayError>;
+
+    /// Drops one subscription of the list.
+    fn unsubscribe(&self, list_id: Uuid);
+
+    /// Events for this replica from now on.
+    fn events(&self) -> broadcast::Receiver<RelayEvent>;
+
+    /// Whether the relay is connected now (always true in process).
+    fn is_connected(&self) -> bool;
 }
 
-/// The relay of a single node: a broadcast channel in memory.
+/// The relay of a single node: a broadcast channel in memory. Several
+/// replicas in one process may share it; each receives every envelope.
 #[derive(Debug, Clone)]
 pub struct InProcessRelay {
-    sender: broadcast::Sender<Envelope>,
+    sender: broadcast::Sender<RelayEvent>,
 }
 
 impl InProcessRelay {
@@ -85,20 +156,29 @@ impl InProcessRelay {
 
 impl Default for InProcessRelay {
     fn default() -> Self {
-        InProcessRelay::new(1024)
+        InProcessRelay::new(4096)
     }
 }
 
 #[async_trait]
 impl Relay for InProcessRelay {
-    async fn publish(&self, envelope: Envelope) -> Result<(), RelayError> {
+    fn publish(&self, envelope: Envelope) {
         // No receiver is fine: nobody else has the list open.
-        let _ = self.sender.send(envelope);
+        let _ = self.sender.send(RelayEvent::Envelope(envelope));
+    }
+
+    async fn subscribe(&self, _list_id: Uuid) -> Result<(), RelayError> {
         Ok(())
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<Envelope> {
+    fn unsubscribe(&self, _list_id: Uuid) {}
+
+    fn events(&self) -> broadcast::Receiver<RelayEvent> {
         self.sender.subscribe()
+    }
+
+    fn is_connected(&self) -> bool {
+        true
     }
 }
 
@@ -108,30 +188,35 @@ mod tests {
 
     #[test]
     fn envelopes_round_trip() {
-        let envelope = Envelope {
-            origin: Uuid::new_v4(),
-            list_id: Uuid::new_v4(),
-            payload: Payload::Update {
+        let envelope = Envelope::new(
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Payload::Update {
                 first_seq: 3,
                 last_seq: 5,
                 update: vec![1, 2, 3],
             },
-        };
+        );
         let bytes = envelope.encode().expect("encodes");
         assert_eq!(Envelope::decode(&bytes).expect("decodes"), envelope);
         assert!(Envelope::decode(&[0xff, 0xff]).is_err());
+        assert!(envelope.age_seconds() < 60.0);
     }
 
     #[tokio::test]
     async fn in_process_relay_delivers_to_subscribers() {
         let relay = InProcessRelay::new(8);
-        let mut rx = relay.subscribe();
-        let envelope = Envelope {
-            origin: Uuid::new_v4(),
-            list_id: Uuid::new_v4(),
-            payload: Payload::Awareness { update: vec![0] },
-        };
-        relay.publish(envelope.clone()).await.expect("publishes");
-        assert_eq!(rx.recv().await.expect("receives"), envelope);
+        let mut rx = relay.events();
+        let envelope = Envelope::new(
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Payload::Awareness { update: vec![0] },
+        );
+        relay.subscribe(envelope.list_id).await.expect("subscribes");
+        relay.publish(envelope.clone());
+        assert_eq!(
+            rx.recv().await.expect("receives"),
+            RelayEvent::Envelope(envelope)
+        );
     }
 }

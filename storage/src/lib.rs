@@ -80,6 +80,8 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredDoc {
     pub head_seq: u64,
+    /// The list was deleted (its log is still readable).
+    pub is_deleted: bool,
     pub snapshot: Option<Snapshot>,
     /// Updates after the snapshot, in sequence order.
     pub tail: Vec<StoredUpdate>,
@@ -130,7 +132,18 @@ pub trait Store: Send + Sync + 'static {
     async fn list_head(&self, list_id: Uuid) -> Result<Option<ListHead>, StoreError>;
 
     /// Latest snapshot plus the log after it, read in one consistent view.
-    async fn load_doc(&self, list_id: Uuid) -> Result<StoredDoc, StoreError>;
+    async fn load_doc(&self, list_id: Uuid) -> Result<StoredDoc, StoreError> {
+        self.load_since(list_id, 0).await
+    }
+
+    /// What a reader holding the log up to `after_seq` is missing, read in
+    /// one consistent view: the updates after `after_seq`, or, when
+    /// compaction folded some of those away, the latest snapshot and the
+    /// updates after it.
+    async fn load_since(&self, list_id: Uuid, after_seq: u64) -> Result<StoredDoc, StoreError>;
+
+    /// The heads of the lists among `list_ids` that exist.
+    async fn list_heads(&self, list_ids: &[Uuid]) -> Result<HashMap<Uuid, ListHead>, StoreError>;
 
     /// Updates with `seq > after_seq` (for catching up).
     async fn updates_after(

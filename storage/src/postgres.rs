@@ -101,28 +101,37 @@ impl Store for PgStore {
         }))
     }
 
-    async fn load_doc(&self, list_id: Uuid) -> Result<StoredDoc, StoreError> {
+    async fn load_since(&self, list_id: Uuid, after_seq: u64) -> Result<StoredDoc, StoreError> {
         // One snapshot-isolated read, so a compaction committing between the
         // snapshot and the tail cannot hide updates from us.
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let head: Option<(i64,)> =
-            sqlx::query_as("SELECT head_seq FROM grocery_lists WHERE id = $1")
-                .bind(list_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((head_seq,)) = head else {
-            return Err(StoreError::ListNotFound(list_id));
-        };
-        let snapshot: Option<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT up_to_seq, state_v1 FROM doc_snapshots WHERE list_id = $1 ORDER BY up_to_seq DESC LIMIT 1",
+        let head: Option<(i64, i64, bool)> = sqlx::query_as(
+            "SELECT head_seq, snapshot_seq, deleted_at IS NOT NULL FROM grocery_lists WHERE id = $1",
         )
         .bind(list_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let after = snapshot.as_ref().map(|(seq, _)| *seq).unwrap_or(0);
+        let Some((head_seq, snapshot_seq, is_deleted)) = head else {
+            return Err(StoreError::ListNotFound(list_id));
+        };
+        // The reader lacks updates a snapshot folded away: start from it.
+        let snapshot: Option<(i64, Vec<u8>)> = if snapshot_seq > to_i64(after_seq) {
+            sqlx::query_as(
+                "SELECT up_to_seq, state_v1 FROM doc_snapshots WHERE list_id = $1 ORDER BY up_to_seq DESC LIMIT 1",
+            )
+            .bind(list_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        } else {
+            None
+        };
+        let after = snapshot
+            .as_ref()
+            .map(|(seq, _)| *seq)
+            .unwrap_or(to_i64(after_seq));
         let tail: Vec<(i64, Vec<u8>)> = sqlx::query_as(
             "SELECT seq, update_v1 FROM doc_updates WHERE list_id = $1 AND seq > $2 ORDER BY seq",
         )
@@ -133,6 +142,7 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(StoredDoc {
             head_seq: to_u64(head_seq),
+            is_deleted,
             snapshot: snapshot.map(|(seq, state)| Snapshot {
                 up_to_seq: to_u64(seq),
                 state,
@@ -145,6 +155,31 @@ impl Store for PgStore {
                 })
                 .collect(),
         })
+    }
+
+    async fn list_heads(&self, list_ids: &[Uuid]) -> Result<HashMap<Uuid, ListHead>, StoreError> {
+        if list_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(Uuid, i64, i64, bool)> = sqlx::query_as(
+            "SELECT id, head_seq, snapshot_seq, deleted_at IS NOT NULL FROM grocery_lists WHERE id = ANY($1)",
+        )
+        .bind(list_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, head, snapshot, is_deleted)| {
+                (
+                    id,
+                    ListHead {
+                        head_seq: to_u64(head),
+                        snapshot_seq: to_u64(snapshot),
+                        is_deleted,
+                    },
+                )
+            })
+            .collect())
     }
 
     async fn updates_after(

@@ -165,3 +165,64 @@ async fn ensuring_a_list_twice_keeps_one_row_and_its_log() {
     assert_eq!(s.updates_after(list, 0).await.expect("read").len(), 1);
     assert!(s.updates_after(list, 1).await.expect("read").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catching_up_reads_the_missing_updates_or_falls_back_to_the_snapshot() {
+    let db = TestDatabase::create().await;
+    let s = store(&db).await;
+    let list = Uuid::new_v4();
+    s.ensure_list(list).await.expect("list");
+    for i in 1..=6u8 {
+        s.append(vec![update(list, &[i])]).await.expect("append");
+    }
+    // A reader at 4 gets 5 and 6, no snapshot.
+    let missing = s.load_since(list, 4).await.expect("load since");
+    assert_eq!(missing.head_seq, 6);
+    assert!(missing.snapshot.is_none());
+    assert_eq!(
+        missing.tail.iter().map(|u| u.seq).collect::<Vec<_>>(),
+        vec![5, 6]
+    );
+    assert!(s.load_since(list, 6).await.expect("load").tail.is_empty());
+
+    // Compaction folds 1..=5 away; a reader at 2 lacks rows that no longer
+    // exist, so it gets the snapshot and what follows it.
+    assert!(
+        s.try_lease_compaction(list, Duration::from_secs(60))
+            .await
+            .expect("lease")
+    );
+    s.store_snapshot(
+        list,
+        Snapshot {
+            up_to_seq: 5,
+            state: b"folded".to_vec(),
+        },
+    )
+    .await
+    .expect("snapshot");
+    let behind = s.load_since(list, 2).await.expect("load since");
+    assert_eq!(behind.snapshot.as_ref().map(|s| s.up_to_seq), Some(5));
+    assert_eq!(
+        behind.tail.iter().map(|u| u.seq).collect::<Vec<_>>(),
+        vec![6]
+    );
+    // A reader already past the snapshot needs no snapshot.
+    let ahead = s.load_since(list, 5).await.expect("load since");
+    assert!(ahead.snapshot.is_none());
+    assert_eq!(
+        ahead.tail.iter().map(|u| u.seq).collect::<Vec<_>>(),
+        vec![6]
+    );
+
+    let unknown = Uuid::new_v4();
+    assert!(matches!(
+        s.load_since(unknown, 0).await,
+        Err(StoreError::ListNotFound(id)) if id == unknown
+    ));
+    let heads = s.list_heads(&[list, unknown]).await.expect("heads");
+    assert_eq!(heads.len(), 1);
+    assert_eq!(heads[&list].head_seq, 6);
+    assert_eq!(heads[&list].snapshot_seq, 5);
+    assert!(!heads[&list].is_deleted);
+}

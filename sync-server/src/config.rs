@@ -40,6 +40,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub rooms: RoomSettings,
+
+    #[command(flatten)]
+    pub relay: RelayConfig,
 }
 
 impl Config {
@@ -71,7 +74,8 @@ impl Config {
         format!(
             "listen={} database_url={} db_max_connections={} max_message_bytes={} max_doc_bytes={} \
              messages_per_second={} message_burst={} outbound_queue={} linger_ms={} commit_window_ms={} \
-             compaction_max_updates={} compaction_max_bytes={} keepalive_ms={} awareness_coalesce_ms={}",
+             compaction_max_updates={} compaction_max_bytes={} keepalive_ms={} awareness_coalesce_ms={} \
+             redis_url={} replica_id={} catchup_interval_ms={} gap_grace_ms={}",
             self.listen,
             redact_url(&self.database.database_url),
             self.database.db_max_connections,
@@ -86,6 +90,15 @@ impl Config {
             self.rooms.compaction_max_bytes,
             self.rooms.keepalive_ms,
             self.rooms.awareness_coalesce_ms,
+            self.relay
+                .redis_url
+                .as_deref()
+                .map_or_else(|| "none (single replica)".to_owned(), redact_url),
+            self.relay
+                .replica_id
+                .map_or_else(|| "random".to_owned(), |id| id.to_string()),
+            self.relay.catchup_interval_ms,
+            self.relay.gap_grace_ms,
         )
     }
 }
@@ -178,6 +191,39 @@ impl RoomSettings {
     }
 }
 
+/// How replicas reach each other.
+#[derive(Debug, Clone, Args)]
+pub struct RelayConfig {
+    /// Redis URL of the relay between replicas. Unset: this process is the
+    /// only replica and relays in memory.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// This replica's id in relayed envelopes and the update log (default:
+    /// a fresh random id at every start).
+    #[arg(long, env = "LARDER_REPLICA_ID")]
+    pub replica_id: Option<uuid::Uuid>,
+
+    /// How often every open list checks the log for updates the relay did
+    /// not deliver.
+    #[arg(long, env = "LARDER_CATCHUP_INTERVAL_MS", default_value_t = 3_000)]
+    pub catchup_interval_ms: u64,
+
+    /// How long a list waits for a missing relayed batch before reading it
+    /// from the log.
+    #[arg(long, env = "LARDER_GAP_GRACE_MS", default_value_t = 50)]
+    pub gap_grace_ms: u64,
+}
+
+impl RelayConfig {
+    pub fn catchup_interval(&self) -> Duration {
+        Duration::from_millis(self.catchup_interval_ms.max(100))
+    }
+    pub fn gap_grace(&self) -> Duration {
+        Duration::from_millis(self.gap_grace_ms)
+    }
+}
+
 /// `url` with any password replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
@@ -209,8 +255,10 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        let config = Config::with_database_url("postgres://u:hunter2@h/db");
-        assert!(!config.describe().contains("hunter2"));
+        let mut config = Config::with_database_url("postgres://u:hunter2@h/db");
+        config.relay.redis_url = Some("redis://:hunter3@h:6379".into());
+        let described = config.describe();
+        assert!(!described.contains("hunter2") && !described.contains("hunter3"));
     }
 
     #[test]

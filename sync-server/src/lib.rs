@@ -24,7 +24,7 @@ pub mod telemetry;
 use std::sync::Arc;
 
 use anyhow::Context;
-use larder_relay::{InProcessRelay, Relay};
+use larder_relay::{InProcessRelay, RedisRelay, RedisRelayConfig, Relay};
 use larder_storage::{PgStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -56,8 +56,25 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(open_store(&config.database).await?);
-    let relay: Arc<dyn Relay> = Arc::new(InProcessRelay::default());
-    let replica_id = Uuid::now_v7();
+    let relay: Arc<dyn Relay> = match &config.relay.redis_url {
+        Some(url) => Arc::new(
+            RedisRelay::start(RedisRelayConfig::new(url.as_str())).context("invalid REDIS_URL")?,
+        ),
+        None => Arc::new(InProcessRelay::default()),
+    };
+    run_with(config, listener, shutdown, store, relay).await
+}
+
+/// [`run`] with the store and relay given: replicas in one process (tests)
+/// share them.
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    store: Arc<dyn Store>,
+    relay: Arc<dyn Relay>,
+) -> anyhow::Result<()> {
+    let replica_id = config.relay.replica_id.unwrap_or_else(Uuid::now_v7);
     let tracker = TaskTracker::new();
     let committer = rooms::commit::Committer::spawn(store.clone(), &tracker);
     let rooms = rooms::Rooms::new(rooms::RoomContext {
@@ -66,10 +83,12 @@ pub async fn run(
         committer,
         settings: config.rooms.clone(),
         limits: config.limits.clone(),
+        gap_grace: config.relay.gap_grace(),
         replica_id,
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     });
+    rooms.start_relay_tasks(config.relay.catchup_interval());
     let state = app::AppState {
         config: Arc::new(config),
         store,

@@ -17,10 +17,11 @@ mod room;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
-use larder_relay::Relay;
-use larder_storage::Store;
+use larder_relay::{Envelope, Relay};
+use larder_storage::{ListHead, Store, StoreError, StoredDoc};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,6 +46,9 @@ pub struct RoomContext {
     pub committer: Committer,
     pub settings: RoomSettings,
     pub limits: Limits,
+    /// How long a gap in relayed sequences may stay open before the room
+    /// reads the missing updates from the log.
+    pub gap_grace: Duration,
     pub replica_id: Uuid,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
@@ -117,6 +121,18 @@ pub(crate) enum RoomCommand {
     },
     Compacted {
         up_to_seq: Option<u64>,
+    },
+    /// An envelope another replica published for this list.
+    Relayed(Envelope),
+    /// Check the log for updates the relay did not deliver: always when
+    /// `head` is `None`, else when the log is ahead of the room.
+    CatchUp {
+        head: Option<ListHead>,
+    },
+    /// The result of reading the log after `after_seq`.
+    CaughtUp {
+        after_seq: u64,
+        result: Result<StoredDoc, StoreError>,
     },
 }
 
@@ -220,6 +236,105 @@ impl Rooms {
 
     pub fn context(&self) -> &Arc<RoomContext> {
         &self.ctx
+    }
+
+    /// Lists with a room open now.
+    pub fn open_lists(&self) -> Vec<Uuid> {
+        self.registry
+            .lock()
+            .expect("room registry lock poisoned")
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Hands a command to the list's room if it is open, without waiting: a
+    /// room too busy to take it catches up from the log later.
+    fn offer(&self, list_id: Uuid, command: RoomCommand) {
+        let handle = self
+            .registry
+            .lock()
+            .expect("room registry lock poisoned")
+            .get(&list_id)
+            .map(|e| e.handle.clone());
+        if let Some(handle) = handle
+            && handle.tx.try_send(command).is_err()
+        {
+            metrics::counter!("larder_relay_room_busy_total").increment(1);
+        }
+    }
+
+    /// Starts the tasks that feed rooms from the relay: the dispatcher
+    /// (envelopes to rooms; resync when envelopes may have been lost) and
+    /// the periodic check of every open list against the log's head.
+    pub fn start_relay_tasks(&self, catchup_interval: Duration) {
+        let mut events = self.ctx.relay.events();
+        let rooms = self.clone();
+        let shutdown = self.ctx.shutdown.clone();
+        self.ctx.tracker.spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    event = events.recv() => event,
+                };
+                match event {
+                    Ok(larder_relay::RelayEvent::Envelope(envelope)) => {
+                        if envelope.origin != rooms.ctx.replica_id {
+                            rooms.offer(envelope.list_id, RoomCommand::Relayed(envelope));
+                        }
+                    }
+                    Ok(larder_relay::RelayEvent::Resync) => rooms.resync_all(),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            missed,
+                            "relay receiver fell behind; every open list catches up from the log"
+                        );
+                        rooms.resync_all();
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        let rooms = self.clone();
+        let shutdown = self.ctx.shutdown.clone();
+        self.ctx.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(catchup_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => rooms.check_heads().await,
+                }
+            }
+        });
+    }
+
+    /// Asks every open room to read the log for what it may have missed.
+    fn resync_all(&self) {
+        for list_id in self.open_lists() {
+            self.offer(list_id, RoomCommand::CatchUp { head: None });
+        }
+    }
+
+    /// Reads the heads of all open lists in a few queries and tells each
+    /// room, so a room the relay left behind catches up.
+    async fn check_heads(&self) {
+        const CHUNK: usize = 1000;
+        let lists = self.open_lists();
+        for chunk in lists.chunks(CHUNK) {
+            match self.ctx.store.list_heads(chunk).await {
+                Ok(heads) => {
+                    for (list_id, head) in heads {
+                        self.offer(list_id, RoomCommand::CatchUp { head: Some(head) });
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read list heads; will try again");
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -1,20 +1,21 @@
 //! The room actor of one list: owns the document and presence, applies what
 //! connections send, broadcasts, and group-commits to the update log.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use larder_crdt::protocol;
-use larder_relay::{Envelope, Payload};
-use larder_storage::{NewUpdate, StoreError};
+use larder_relay::{Envelope, Payload, Relay};
+use larder_storage::{ListHead, NewUpdate, StoreError, StoredDoc};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 use yrs::sync::awareness::AwarenessUpdateEntry;
 use yrs::sync::{Awareness, AwarenessUpdate, Message, SyncMessage};
 use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
 use yrs::{ClientID, Doc, ReadTxn, StateVector, Transact, Update};
 
 use super::commit::CommitOutcome;
@@ -33,6 +34,42 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// An empty v1 update: no structs, no deletions.
 const EMPTY_UPDATE: [u8; 2] = [0, 0];
+/// Delay before reading the log again after a catch-up read failed.
+const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
+/// Presence relayed from another replica that was not renewed for this long
+/// is dropped (y-protocols' outdated timeout; clients renew every 15 s).
+const REMOTE_PRESENCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A batch another replica committed, waiting for the batches before it.
+struct Held {
+    last_seq: u64,
+    update: Vec<u8>,
+    /// When the origin published it (for the relay lag metric).
+    sent_at_micros: u64,
+}
+
+/// The room's subscription to its list's relay channel; dropped with the room.
+struct Subscription {
+    relay: Arc<dyn Relay>,
+    list_id: Uuid,
+}
+
+impl Subscription {
+    async fn open(relay: Arc<dyn Relay>, list_id: Uuid) -> Subscription {
+        if let Err(e) = relay.subscribe(list_id).await {
+            // The subscription stands and takes effect when the relay is
+            // back; meanwhile the periodic check reads the log.
+            tracing::debug!(error = %e, "relay unavailable while opening the list");
+        }
+        Subscription { relay, list_id }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.relay.unsubscribe(self.list_id);
+    }
+}
 
 struct Conn {
     outbound: mpsc::Sender<Outbound>,
@@ -79,6 +116,22 @@ pub(crate) struct Room {
     shutdown_deadline: Option<Instant>,
     /// Highest sequence known stored.
     persisted_seq: u64,
+    /// Every update of the log up to this sequence is in the document.
+    applied_seq: u64,
+    /// Batches this replica committed above `applied_seq` (first -> last):
+    /// already in the document, waiting for the batches before them.
+    own_ranges: BTreeMap<u64, u64>,
+    /// Batches other replicas committed above `applied_seq + 1`, by first
+    /// sequence: applied strictly in order once the gap closes.
+    held: BTreeMap<u64, Held>,
+    /// When to read the log for a gap that stayed open.
+    catch_up_at: Option<Instant>,
+    is_catching_up: bool,
+    catch_up_again: bool,
+    /// Presence relayed from other replicas, with when it was last renewed.
+    remote_presence: HashMap<ClientID, Instant>,
+    /// Local presence changes to relay to other replicas.
+    awareness_outgoing: HashSet<ClientID>,
     tail_updates: u64,
     tail_bytes: u64,
     is_compacting: bool,
@@ -95,6 +148,7 @@ enum Event {
     Retry,
     Awareness,
     Linger,
+    CatchUp,
     Shutdown,
     ShutdownDeadline,
 }
@@ -137,6 +191,14 @@ impl Room {
             linger_at: None,
             shutdown_deadline: None,
             persisted_seq: 0,
+            applied_seq: 0,
+            own_ranges: BTreeMap::new(),
+            held: BTreeMap::new(),
+            catch_up_at: None,
+            is_catching_up: false,
+            catch_up_again: false,
+            remote_presence: HashMap::new(),
+            awareness_outgoing: HashSet::new(),
             tail_updates: 0,
             tail_bytes: 0,
             is_compacting: false,
@@ -151,6 +213,9 @@ impl Room {
 
     #[tracing::instrument(name = "room", skip_all, fields(list_id = %self.list_id))]
     pub(crate) async fn run(mut self) {
+        // Subscribe first, then load, then catch up by sequence: nothing
+        // committed elsewhere between the load and the subscription is missed.
+        let _subscription = Subscription::open(self.ctx.relay.clone(), self.list_id).await;
         if let Err(reason) = self.load().await {
             self.refuse_all_and_unload(reason).await;
             return;
@@ -166,6 +231,7 @@ impl Room {
                 Event::Flush => self.start_flush(),
                 Event::Retry => self.retry_flush(),
                 Event::Awareness => self.flush_awareness(),
+                Event::CatchUp => self.start_catch_up(),
                 Event::Linger => {
                     if self.is_idle()
                         && remove_if_idle(&self.registry, self.list_id, self.generation, &self.rx)
@@ -235,6 +301,11 @@ impl Room {
             self.linger_at
         };
         let shutdown_deadline = self.shutdown_deadline;
+        let catch_up_at = if self.is_catching_up {
+            None
+        } else {
+            self.catch_up_at
+        };
         let shutdown = self.ctx.shutdown.clone();
         tokio::select! {
             biased;
@@ -248,6 +319,7 @@ impl Room {
             _ = sleep_opt(retry_at) => Event::Retry,
             _ = sleep_opt(awareness_at) => Event::Awareness,
             _ = sleep_opt(linger_at) => Event::Linger,
+            _ = sleep_opt(catch_up_at) => Event::CatchUp,
             _ = sleep_opt(shutdown_deadline) => Event::ShutdownDeadline,
         }
     }
@@ -284,6 +356,7 @@ impl Room {
         }
         metrics::histogram!("larder_room_load_seconds").record(started.elapsed().as_secs_f64());
         self.persisted_seq = stored.head_seq;
+        self.applied_seq = stored.head_seq;
         self.tail_updates = stored.tail.len() as u64;
         self.tail_bytes = stored.tail_bytes();
         self.doc_bytes = stored.updates().map(<[u8]>::len).sum();
@@ -358,11 +431,15 @@ impl Room {
             RoomCommand::Leave { conn } => self.remove_conn(conn),
             RoomCommand::Compacted { up_to_seq } => {
                 self.is_compacting = false;
-                if let Some(up_to) = up_to_seq {
-                    self.tail_updates = self.persisted_seq.saturating_sub(up_to);
-                    self.tail_bytes = 0;
-                }
+                // Whether we or another replica compacted, or it failed: wait
+                // for another threshold's worth before trying again.
+                self.tail_updates =
+                    up_to_seq.map_or(0, |up_to| self.persisted_seq.saturating_sub(up_to));
+                self.tail_bytes = 0;
             }
+            RoomCommand::Relayed(envelope) => self.on_relayed(envelope),
+            RoomCommand::CatchUp { head } => self.on_catch_up_check(head),
+            RoomCommand::CaughtUp { after_seq, result } => self.on_caught_up(after_seq, result),
         }
     }
 
@@ -529,15 +606,27 @@ impl Room {
                 state.awareness_clients.remove(removed);
             }
         }
-        self.awareness_dirty.extend(summary.all_changes());
+        for client in summary.all_changes() {
+            self.remote_presence.remove(&client);
+            self.awareness_outgoing.insert(client);
+            self.awareness_dirty.insert(client);
+        }
         if self.awareness_at.is_none() {
             self.awareness_at = Some(Instant::now() + self.ctx.settings.awareness_coalesce());
         }
     }
 
-    /// Sends the coalesced presence changes to everyone.
+    /// Sends the coalesced presence changes to everyone here, and this
+    /// replica's own changes to the other replicas.
     fn flush_awareness(&mut self) {
         self.awareness_at = None;
+        let outgoing: Vec<ClientID> = self.awareness_outgoing.drain().collect();
+        if !outgoing.is_empty() {
+            match self.awareness.update_with_clients(outgoing) {
+                Ok(update) => self.publish_awareness(&update),
+                Err(e) => tracing::warn!(error = %e, "cannot encode presence"),
+            }
+        }
         let dirty: Vec<ClientID> = self.awareness_dirty.drain().collect();
         if dirty.is_empty() {
             return;
@@ -549,6 +638,68 @@ impl Room {
             }
             Err(e) => tracing::warn!(error = %e, "cannot encode presence"),
         }
+    }
+
+    fn publish_awareness(&self, update: &AwarenessUpdate) {
+        self.ctx.relay.publish(Envelope::new(
+            self.ctx.replica_id,
+            self.list_id,
+            Payload::Awareness {
+                update: update.encode_v1(),
+            },
+        ));
+    }
+
+    /// Presence another replica relayed: shown to this replica's clients.
+    fn on_relayed_awareness(&mut self, bytes: &[u8]) {
+        let update = match AwarenessUpdate::decode_v1(bytes) {
+            Ok(update) => update,
+            Err(e) => {
+                tracing::debug!(error = %e, "ignoring relayed presence that does not decode");
+                return;
+            }
+        };
+        let summary = match self.awareness.apply_update_summary(update) {
+            Ok(Some(summary)) => summary,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "ignoring relayed presence that does not apply");
+                return;
+            }
+        };
+        let now = Instant::now();
+        for client in summary.added.iter().chain(summary.updated.iter()) {
+            // The client now speaks through another replica.
+            for conn in self.conns.values_mut() {
+                conn.awareness_clients.remove(client);
+            }
+            self.remote_presence.insert(*client, now);
+        }
+        for client in &summary.removed {
+            self.remote_presence.remove(client);
+        }
+        self.awareness_dirty.extend(summary.all_changes());
+        if self.awareness_at.is_none() {
+            self.awareness_at = Some(now + self.ctx.settings.awareness_coalesce());
+        }
+    }
+
+    /// Drops relayed presence nobody renewed (its replica may be gone).
+    fn expire_remote_presence(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<ClientID> = self
+            .remote_presence
+            .iter()
+            .filter(|(_, renewed)| now.duration_since(**renewed) >= REMOTE_PRESENCE_TIMEOUT)
+            .map(|(client, _)| *client)
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for client in &expired {
+            self.remote_presence.remove(client);
+        }
+        self.remove_presence(expired, false);
     }
 
     fn send_to(&mut self, conn: ConnId, frame: Vec<u8>) {
@@ -612,35 +763,46 @@ impl Room {
         self.pending_acks.retain(|c| *c != conn);
         if !state.awareness_clients.is_empty() {
             let clients: Vec<ClientID> = state.awareness_clients.into_iter().collect();
-            // Removed with the clock unchanged, as y-protocols does for remote
-            // clients: a reconnecting client re-announces itself with that
-            // clock and must not be refused as stale.
-            let mut removal = HashMap::new();
-            for client in &clients {
-                self.awareness_dirty.remove(client);
-                if let Some((clock, _)) = self.awareness.meta(*client) {
-                    removal.insert(
-                        *client,
-                        AwarenessUpdateEntry {
-                            clock,
-                            json: "null".into(),
-                        },
-                    );
-                }
-            }
-            if let Err(e) = self
-                .awareness
-                .apply_update(AwarenessUpdate { clients: removal })
-            {
-                tracing::warn!(error = %e, "cannot remove presence");
-            }
-            if let Ok(update) = self.awareness.update_with_clients(clients)
-                && !self.conns.is_empty()
-            {
-                self.broadcast(Bytes::from(protocol::encode_awareness(&update)), None);
-            }
+            self.remove_presence(clients, true);
         }
         self.arm_linger();
+    }
+
+    /// Removes presence at once and tells this replica's clients (and, for
+    /// this replica's own clients, the other replicas).
+    fn remove_presence(&mut self, clients: Vec<ClientID>, relay: bool) {
+        // Removed with the clock unchanged, as y-protocols does for remote
+        // clients: a reconnecting client re-announces itself with that
+        // clock and must not be refused as stale.
+        let mut removal = HashMap::new();
+        for client in &clients {
+            self.awareness_dirty.remove(client);
+            self.awareness_outgoing.remove(client);
+            if let Some((clock, _)) = self.awareness.meta(*client) {
+                removal.insert(
+                    *client,
+                    AwarenessUpdateEntry {
+                        clock,
+                        json: "null".into(),
+                    },
+                );
+            }
+        }
+        if let Err(e) = self
+            .awareness
+            .apply_update(AwarenessUpdate { clients: removal })
+        {
+            tracing::warn!(error = %e, "cannot remove presence");
+        }
+        let Ok(update) = self.awareness.update_with_clients(clients) else {
+            return;
+        };
+        if relay {
+            self.publish_awareness(&update);
+        }
+        if !self.conns.is_empty() {
+            self.broadcast(Bytes::from(protocol::encode_awareness(&update)), None);
+        }
     }
 
     /// Cuts a batch from what is pending and hands it to the committer.
@@ -709,6 +871,10 @@ impl Room {
                 self.persisted_seq = self.persisted_seq.max(range.last);
                 self.tail_updates += 1;
                 self.tail_bytes += batch.update.len() as u64;
+                if range.last > self.applied_seq {
+                    self.own_ranges.insert(range.first, range.last);
+                    self.advance();
+                }
                 for conn in &batch.ack_conns {
                     if self.conns.get(conn).is_some_and(|c| c.wants_ack) {
                         self.send_to(*conn, protocol::encode_durable_ack(&batch.state_vector));
@@ -729,17 +895,7 @@ impl Room {
                 }
                 self.arm_linger();
             }
-            CommitOutcome::ListGone => {
-                tracing::info!("list deleted; closing its connections");
-                self.is_gone = true;
-                self.pending_acks.clear();
-                self.pending.clear();
-                let conns: Vec<ConnId> = self.conns.keys().copied().collect();
-                for conn in conns {
-                    self.close_conn(conn, CloseReason::new(close::NOT_FOUND, "list deleted"));
-                }
-                self.arm_linger();
-            }
+            CommitOutcome::ListGone => self.list_gone(),
             CommitOutcome::Failed(e) => {
                 let delay = RETRY_FIRST
                     .saturating_mul(1 << batch.attempts.min(6))
@@ -751,22 +907,205 @@ impl Room {
         }
     }
 
+    fn list_gone(&mut self) {
+        if self.is_gone {
+            return;
+        }
+        tracing::info!("list deleted; closing its connections");
+        self.is_gone = true;
+        self.pending_acks.clear();
+        self.pending.clear();
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.close_conn(conn, CloseReason::new(close::NOT_FOUND, "list deleted"));
+        }
+        self.arm_linger();
+    }
+
+    /// Relays a committed batch to the other replicas (best effort: they
+    /// read what the relay loses from the log).
     fn publish(&self, first_seq: u64, last_seq: u64, update: Vec<u8>) {
-        let relay = self.ctx.relay.clone();
-        let envelope = Envelope {
-            origin: self.ctx.replica_id,
-            list_id: self.list_id,
-            payload: Payload::Update {
+        self.ctx.relay.publish(Envelope::new(
+            self.ctx.replica_id,
+            self.list_id,
+            Payload::Update {
                 first_seq,
                 last_seq,
                 update,
             },
-        };
-        self.ctx.tracker.spawn(async move {
-            if let Err(e) = relay.publish(envelope).await {
-                tracing::debug!(error = %e, "relay publish failed; other replicas catch up from the log");
+        ));
+    }
+
+    fn on_relayed(&mut self, envelope: Envelope) {
+        if self.is_gone {
+            return;
+        }
+        let sent_at_micros = envelope.sent_at_micros;
+        match envelope.payload {
+            Payload::Update {
+                first_seq,
+                last_seq,
+                update,
+            } => {
+                if last_seq <= self.applied_seq || first_seq == 0 || first_seq > last_seq {
+                    return;
+                }
+                self.persisted_seq = self.persisted_seq.max(last_seq);
+                self.held.entry(first_seq).or_insert(Held {
+                    last_seq,
+                    update,
+                    sent_at_micros,
+                });
+                self.advance();
             }
+            Payload::Awareness { update } => self.on_relayed_awareness(&update),
+        }
+    }
+
+    /// Moves `applied_seq` forward over this replica's own batches and the
+    /// held batches of others, strictly in sequence order; schedules a read
+    /// of the log when a gap stays open.
+    fn advance(&mut self) {
+        loop {
+            let next = self.applied_seq + 1;
+            if let Some((&first, &last)) = self.own_ranges.first_key_value()
+                && first <= next
+            {
+                self.own_ranges.pop_first();
+                self.applied_seq = self.applied_seq.max(last);
+                continue;
+            }
+            if let Some((&first, _)) = self.held.first_key_value()
+                && first <= next
+            {
+                let (_, held) = self.held.pop_first().expect("checked above");
+                if held.last_seq > self.applied_seq {
+                    self.apply_remote(&held.update);
+                    metrics::histogram!("larder_relay_lag_seconds")
+                        .record(larder_relay::seconds_since(held.sent_at_micros));
+                    self.tail_updates += held.last_seq - self.applied_seq;
+                    self.tail_bytes += held.update.len() as u64;
+                    self.applied_seq = held.last_seq;
+                }
+                continue;
+            }
+            break;
+        }
+        if self.own_ranges.is_empty() && self.held.is_empty() {
+            self.catch_up_at = None;
+        } else if self.catch_up_at.is_none() {
+            self.catch_up_at = Some(Instant::now() + self.ctx.gap_grace);
+        }
+    }
+
+    /// Applies an update committed elsewhere and passes on what was new.
+    fn apply_remote(&mut self, bytes: &[u8]) {
+        let update = match Update::decode_v1(bytes) {
+            Ok(update) => update,
+            Err(e) => {
+                tracing::error!(error = %e, "a committed update does not decode; skipping it");
+                return;
+            }
+        };
+        let delta = {
+            let mut txn = self.awareness.doc().transact_mut();
+            if let Err(e) = txn.apply_update(update) {
+                drop(txn);
+                tracing::error!(error = %e, "a committed update does not apply; skipping it");
+                return;
+            }
+            txn.encode_update_v1()
+        };
+        if delta.as_slice() != EMPTY_UPDATE {
+            metrics::counter!("larder_updates_relayed_total").increment(1);
+            self.doc_bytes += delta.len();
+            self.broadcast(Bytes::from(protocol::encode_update(delta)), None);
+        }
+    }
+
+    /// The periodic check (`head` given) or a relay resync (`None`).
+    fn on_catch_up_check(&mut self, head: Option<ListHead>) {
+        self.expire_remote_presence();
+        match head {
+            Some(head) if head.is_deleted => self.list_gone(),
+            Some(head) if head.head_seq <= self.applied_seq => {}
+            _ => self.start_catch_up(),
+        }
+    }
+
+    /// Reads what the log holds after `applied_seq`, off the room's task.
+    fn start_catch_up(&mut self) {
+        self.catch_up_at = None;
+        if self.is_gone || self.shutdown_deadline.is_some() {
+            return;
+        }
+        if self.is_catching_up {
+            self.catch_up_again = true;
+            return;
+        }
+        self.is_catching_up = true;
+        metrics::counter!("larder_catch_ups_total").increment(1);
+        let store = self.ctx.store.clone();
+        let list_id = self.list_id;
+        let after_seq = self.applied_seq;
+        let tx = self.handle.tx.clone();
+        self.ctx.tracker.spawn(async move {
+            let result = store.load_since(list_id, after_seq).await;
+            let _ = tx.send(RoomCommand::CaughtUp { after_seq, result }).await;
         });
+    }
+
+    fn on_caught_up(&mut self, after_seq: u64, result: Result<StoredDoc, StoreError>) {
+        self.is_catching_up = false;
+        let stored = match result {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the log to catch up; will retry");
+                self.catch_up_at = Some(Instant::now() + CATCH_UP_RETRY);
+                return;
+            }
+        };
+        if stored.is_deleted {
+            self.list_gone();
+            return;
+        }
+        self.persisted_seq = self.persisted_seq.max(stored.head_seq);
+        if let Some(snapshot) = &stored.snapshot
+            && snapshot.up_to_seq > self.applied_seq
+        {
+            // Updates we lack were compacted away: the snapshot holds them.
+            tracing::debug!(
+                after_seq,
+                up_to_seq = snapshot.up_to_seq,
+                "catching up from a snapshot"
+            );
+            self.apply_remote(&snapshot.state);
+            self.applied_seq = snapshot.up_to_seq;
+        }
+        for row in &stored.tail {
+            if row.seq <= self.applied_seq {
+                continue;
+            }
+            if row.seq > self.applied_seq + 1 {
+                // Not contiguous (cannot happen with one log); read again.
+                tracing::warn!(
+                    seq = row.seq,
+                    applied = self.applied_seq,
+                    "log read has a gap; reading again"
+                );
+                self.catch_up_again = true;
+                break;
+            }
+            self.apply_remote(&row.update);
+            self.tail_updates += 1;
+            self.tail_bytes += row.update.len() as u64;
+            self.applied_seq = row.seq;
+        }
+        self.advance();
+        if std::mem::take(&mut self.catch_up_again) {
+            self.start_catch_up();
+        }
+        self.maybe_compact();
     }
 
     fn maybe_compact(&mut self) {
