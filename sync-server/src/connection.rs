@@ -107,7 +107,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
         tokio::select! {
             reason = control.closed() => break Some(reason),
             frame = outbound.recv() => match frame {
-                                Some(Outbound::Frame(bytes)) => {
+                Some(Outbound::Frame(bytes)) => {
                     match tokio::time::timeout(SEND_TIMEOUT, sink.send(WsMessage::Binary(bytes))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break None,
@@ -160,7 +160,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
                 }
                 // A ping for peers that answer pings, and for browsers (which
                 // hide pings from scripts) a real message when we were quiet.
-                                let ping = tokio::time::timeout(SEND_TIMEOUT, sink.send(WsMessage::Ping(bytes::Bytes::new())));
+                let ping = tokio::time::timeout(SEND_TIMEOUT, sink.send(WsMessage::Ping(bytes::Bytes::new())));
                 let mut is_ok = matches!(ping.await, Ok(Ok(())));
                 if is_ok && last_sent.elapsed() >= keepalive / 2 {
                     let frame = WsMessage::Binary(larder_crdt::protocol::encode_keepalive().into());
@@ -186,6 +186,17 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
             Duration::from_secs(2),
             sink.send(WsMessage::Close(Some(frame))),
         )
+        .await;
+        // Finish the closing handshake: read and discard until the peer's
+        // close. Closing a TCP socket with unread input resets it, and a
+        // reset can reach the peer before our close frame does.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(message)) = stream.next().await {
+                if matches!(message, WsMessage::Close(_)) {
+                    break;
+                }
+            }
+        })
         .await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;

@@ -1,6 +1,14 @@
 //! Helpers for Larder's end-to-end tests: a real server on a random port
 //! against a throw-away PostgreSQL database, and real WebSocket clients.
+//!
+//! - [`TestApp`]: a server (replica) on a runtime of its own, so it can be
+//!   killed like a crashed process.
+//! - [`proxy::TcpProxy`]: a TCP proxy a test can cut and restore.
+//! - [`redis_server::RedisServer`]: a `redis-server` of the test's own.
 #![forbid(unsafe_code)]
+
+pub mod proxy;
+pub mod redis_server;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,19 +18,32 @@ use larder_client::SyncClient;
 use larder_crdt::{ItemPatch, ListDoc, ListSnapshot, NewItem};
 use larder_server::Config;
 use larder_storage::{PgStore, Store};
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use yrs::Doc;
 
 pub use larder_storage::testing::TestDatabase;
 
-/// A Larder server running in this process.
+/// A Larder server running in this process, on a runtime of its own.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub database_url: String,
     shutdown: CancellationToken,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    done: Option<oneshot::Receiver<anyhow::Result<()>>>,
+    kill: Option<oneshot::Sender<()>>,
+}
+
+/// The shared Redis of the tests: `REDIS_URL`, else the local default. Panics
+/// when it does not answer (tests never skip for want of Redis).
+pub async fn redis_url() -> String {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    redis_server::wait_until_answers(&url, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Redis at {url} is required by this test and does not answer: {e}")
+        });
+    url
 }
 
 impl TestApp {
@@ -35,17 +56,44 @@ impl TestApp {
     pub async fn spawn_with(database_url: &str, configure: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = Config::with_database_url(database_url);
         configure(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a free port");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let addr = listener.local_addr().expect("bound address");
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(larder_server::run(config, listener, shutdown.clone()));
+        let (done_tx, done) = oneshot::channel();
+        let (kill, killed) = oneshot::channel::<()>();
+        let server_shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name(format!("larder-{addr}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("server runtime");
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    tokio::select! {
+                        result = larder_server::run(config, listener, server_shutdown) => {
+                            let _ = done_tx.send(result);
+                        }
+                        _ = killed => {}
+                    }
+                });
+                // Whatever still runs (rooms, sockets) dies with the runtime,
+                // as with a crashed process.
+                runtime.shutdown_background();
+            })
+            .expect("server thread");
         let app = TestApp {
             addr,
             database_url: database_url.to_owned(),
             shutdown,
-            task: Some(task),
+            done: Some(done),
+            kill: Some(kill),
         };
         // The listener is bound already; wait until migrations ran and it serves.
         eventually("server ready", Duration::from_secs(30), || async {
@@ -81,18 +129,34 @@ impl TestApp {
     /// Stops the server gracefully and waits until it drained.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await
-                .expect("server task")
+        if let Some(done) = self.done.take() {
+            done.await
+                .expect("server thread")
                 .expect("server stopped cleanly");
         }
     }
 
-    /// Aborts the server without draining (a crash).
+    /// Kills the server without draining, as a crash would: every task stops
+    /// and every socket it held is cut.
     pub fn kill(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
         }
+    }
+
+    /// Starts a replica on `database_url` relaying through the Redis at
+    /// `redis_url`, after `configure` adjusted its configuration.
+    pub async fn spawn_replica(
+        database_url: &str,
+        redis_url: &str,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let redis_url = redis_url.to_owned();
+        TestApp::spawn_with(database_url, move |config| {
+            config.relay.redis_url = Some(redis_url);
+            configure(config);
+        })
+        .await
     }
 }
 

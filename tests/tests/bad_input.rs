@@ -8,14 +8,19 @@ use larder_crdt::protocol;
 use larder_tests::*;
 use uuid::Uuid;
 
-async fn closed_with(client: &SyncClient) -> (u16, String) {
+async fn closed_with(client: &SyncClient, what: &str) -> (u16, String) {
     let mut status = client.status();
     tokio::time::timeout(
         Duration::from_secs(10),
         status.wait_for(|s| s.closed_with.is_some()),
     )
     .await
-    .expect("the server closes the socket")
+    .unwrap_or_else(|_| {
+        panic!(
+            "{what}: the server closes the socket; status {:?}",
+            client.status().borrow()
+        )
+    })
     .expect("status open")
     .closed_with
     .clone()
@@ -70,7 +75,7 @@ async fn each_kind_of_bad_input_gets_its_close_code_and_harms_nobody_else() {
         for frame in frames {
             let _ = attacker.send_raw(frame);
         }
-        let (got, reason) = closed_with(&attacker).await;
+        let (got, reason) = closed_with(&attacker, what).await;
         assert_eq!(got, code, "{what}: closed with {got} ({reason})");
         assert!(!reason.is_empty(), "{what}: a reason is given");
 
@@ -100,7 +105,7 @@ async fn a_document_past_its_size_limit_refuses_the_update() {
         ..new_item("huge")
     };
     writer.edit(|txn| writer.list().add_item(txn, &item).expect("valid"));
-    let (code, _) = closed_with(&writer).await;
+    let (code, _) = closed_with(&writer, "an update past the document limit").await;
     assert_eq!(code, 4414);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(

@@ -1,6 +1,7 @@
-//! The JavaScript `yjs` + `y-websocket` packages, unmodified, against a real
-//! Larder server: two JS clients edit concurrently, one goes offline and
-//! back, and a Rust client and the stored log agree with them.
+//! The JavaScript `yjs` + `y-websocket` packages, unmodified, against real
+//! Larder servers: two JS clients edit concurrently, one goes offline and
+//! back, and a Rust client and the stored log agree with them; once on one
+//! replica, once with each JS client on a replica of its own.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -31,21 +32,41 @@ fn ensure_node_packages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_yjs_clients_and_a_rust_client_converge_with_the_stored_list() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    run_interop(&db, &app, &app).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_clients_on_two_replicas_converge_through_the_relay() {
+    let redis = redis_url().await;
+    let db = TestDatabase::create().await;
+    let first = TestApp::spawn_replica(db.url(), &redis, |_| {}).await;
+    let second = TestApp::spawn_replica(db.url(), &redis, |_| {}).await;
+    run_interop(&db, &first, &second).await;
+    first.stop().await;
+    second.stop().await;
+}
+
+/// Runs the Node script with its first JS client (and the Rust client) on
+/// `first` and its second JS client on `second`.
+async fn run_interop(db: &TestDatabase, first: &TestApp, second: &TestApp) {
     tokio::task::spawn_blocking(ensure_node_packages)
         .await
         .expect("npm task");
-    let db = TestDatabase::create().await;
-    let app = TestApp::spawn(db.url()).await;
     let list = Uuid::new_v4();
-    let rust = app.connect(list).await;
+    let rust = first.connect(list).await;
     let from_rust = add_item(&rust, "From Rust");
 
-    let server = format!("ws://{}/v1/sync", app.addr);
+    let server_a = format!("ws://{}/v1/sync", first.addr);
+    let server_b = format!("ws://{}/v1/sync", second.addr);
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg("interop.mjs")
-            .arg(&server)
+            .arg(&server_a)
             .arg(list.to_string())
+            .arg(&server_b)
             .current_dir(interop_dir())
             .output()
             .expect("the interop test needs Node.js on PATH")
@@ -103,5 +124,4 @@ async fn javascript_yjs_clients_and_a_rust_client_converge_with_the_stored_list(
     assert_eq!(shared.note.as_deref(), Some("written offline"));
     let expected = rust.snapshot();
     wait_stored(db.url(), list, &expected).await;
-    app.stop().await;
 }

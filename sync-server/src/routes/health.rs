@@ -1,4 +1,6 @@
-//! `/healthz` (the process runs) and `/readyz` (PostgreSQL answers).
+//! `/healthz` (the process runs) and `/readyz` (PostgreSQL answers; the
+//! relay's state is reported but does not make a replica unready, since a
+//! replica serves its own clients while Redis is away).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -20,8 +22,15 @@ async fn healthz() -> Json<Value> {
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
+    let relay = if state.config.relay.redis_url.is_none() {
+        "in-process"
+    } else if state.rooms.context().relay.is_connected() {
+        "connected"
+    } else {
+        "disconnected"
+    };
     match ping {
-        Ok(Ok(())) => Ok(Json(json!({ "status": "ready" }))),
+        Ok(Ok(())) => Ok(Json(json!({ "status": "ready", "relay": relay }))),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: database unavailable");
             Err(ApiError::Unavailable)
