@@ -75,6 +75,8 @@ pub async fn run_with(
     relay: Arc<dyn Relay>,
 ) -> anyhow::Result<()> {
     let replica_id = config.relay.replica_id.unwrap_or_else(Uuid::now_v7);
+    // Installed before anything records, so nothing is lost.
+    let _ = telemetry::metrics();
     let tracker = TaskTracker::new();
     let committer = rooms::commit::Committer::spawn(store.clone(), &tracker);
     let rooms = rooms::Rooms::new(rooms::RoomContext {

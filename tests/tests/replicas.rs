@@ -121,6 +121,14 @@ async fn three_clients_on_three_replicas_converge_and_the_log_replays_to_the_sam
     for client in [&a, &b, &c] {
         assert_still_connected(client, "every client");
     }
+    let (status, metrics) = http_get(replicas[1].addr, "/metrics")
+        .await
+        .expect("/metrics answers");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("larder_relay_lag_seconds_bucket"),
+        "the relay lag is measured:\n{metrics}"
+    );
     for replica in replicas {
         replica.stop().await;
     }

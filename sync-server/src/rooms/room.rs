@@ -34,6 +34,9 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// An empty v1 update: no structs, no deletions.
 const EMPTY_UPDATE: [u8; 2] = [0, 0];
+/// Most relayed batches held back behind a gap; beyond this they are
+/// dropped and read from the log instead, so memory stays bounded.
+const MAX_HELD: usize = 4096;
 /// Delay before reading the log again after a catch-up read failed.
 const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
 /// Presence relayed from another replica that was not renewed for this long
@@ -951,6 +954,11 @@ impl Room {
                     return;
                 }
                 self.persisted_seq = self.persisted_seq.max(last_seq);
+                if self.held.len() >= MAX_HELD {
+                    metrics::counter!("larder_relay_held_dropped_total").increment(1);
+                    self.catch_up_at.get_or_insert_with(Instant::now);
+                    return;
+                }
                 self.held.entry(first_seq).or_insert(Held {
                     last_seq,
                     update,

@@ -1,8 +1,10 @@
-//! `/healthz` (the process runs) and `/readyz` (PostgreSQL answers; the
+//! `/healthz` (the process runs), `/metrics` (Prometheus) and `/readyz` (PostgreSQL answers; the
 //! relay's state is reported but does not make a replica unready, since a
 //! replica serves its own clients while Redis is away).
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -14,6 +16,21 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text exposition of this process's metrics.
+async fn metrics() -> impl IntoResponse {
+    let body = crate::telemetry::metrics()
+        .map(|handle| handle.render())
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 async fn healthz() -> Json<Value> {
