@@ -55,25 +55,24 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::new(open_store(&config.database).await?);
     let relay: Arc<dyn Relay> = match &config.relay.redis_url {
         Some(url) => Arc::new(
             RedisRelay::start(RedisRelayConfig::new(url.as_str())).context("invalid REDIS_URL")?,
         ),
         None => Arc::new(InProcessRelay::default()),
     };
-    run_with(config, listener, shutdown, store, relay).await
+    run_with_relay(config, listener, shutdown, relay).await
 }
 
-/// [`run`] with the store and relay given: replicas in one process (tests)
-/// share them.
-pub async fn run_with(
+/// [`run`] with the relay given instead of taken from the configuration
+/// (replicas in one process may share one, tests may use a faulty one).
+pub async fn run_with_relay(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
-    store: Arc<dyn Store>,
     relay: Arc<dyn Relay>,
 ) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = Arc::new(open_store(&config.database).await?);
     let replica_id = config.relay.replica_id.unwrap_or_else(Uuid::now_v7);
     // Installed before anything records, so nothing is lost.
     let _ = telemetry::metrics();

@@ -12,10 +12,12 @@ pub mod redis_server;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use larder_client::SyncClient;
 use larder_crdt::{ItemPatch, ListDoc, ListSnapshot, NewItem};
+use larder_relay::Relay;
 use larder_server::Config;
 use larder_storage::{PgStore, Store};
 use tokio::sync::oneshot;
@@ -54,6 +56,24 @@ impl TestApp {
 
     /// Starts a server after `configure` adjusted its configuration.
     pub async fn spawn_with(database_url: &str, configure: impl FnOnce(&mut Config)) -> TestApp {
+        TestApp::start(database_url, None, configure).await
+    }
+
+    /// Starts a server relaying through `relay` (shared by replicas in this
+    /// process, possibly faulty on purpose).
+    pub async fn spawn_with_relay(
+        database_url: &str,
+        relay: Arc<dyn Relay>,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        TestApp::start(database_url, Some(relay), configure).await
+    }
+
+    async fn start(
+        database_url: &str,
+        relay: Option<Arc<dyn Relay>>,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
         let mut config = Config::with_database_url(database_url);
         configure(&mut config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
@@ -76,8 +96,22 @@ impl TestApp {
                 runtime.block_on(async move {
                     let listener =
                         tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    let server = async move {
+                        match relay {
+                            Some(relay) => {
+                                larder_server::run_with_relay(
+                                    config,
+                                    listener,
+                                    server_shutdown,
+                                    relay,
+                                )
+                                .await
+                            }
+                            None => larder_server::run(config, listener, server_shutdown).await,
+                        }
+                    };
                     tokio::select! {
-                        result = larder_server::run(config, listener, server_shutdown) => {
+                        result = server => {
                             let _ = done_tx.send(result);
                         }
                         _ = killed => {}

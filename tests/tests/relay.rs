@@ -46,14 +46,20 @@ async fn wait_resync(events: &mut broadcast::Receiver<RelayEvent>) {
     .expect("a resync within 15 s");
 }
 
+async fn wait_connected(relay: &RedisRelay) {
+    eventually("the relay connects", Duration::from_secs(10), || async {
+        relay.is_connected()
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelopes_reach_the_replicas_subscribed_to_their_list_only() {
     let url = redis_url().await;
     let sender = RedisRelay::start(RedisRelayConfig::new(url.as_str())).expect("relay");
     let receiver = RedisRelay::start(RedisRelayConfig::new(url.as_str())).expect("relay");
     let mut events = receiver.events();
-    // Connected (every connect announces a resync).
-    wait_resync(&mut events).await;
+    wait_connected(&receiver).await;
     let (watched, other) = (Uuid::new_v4(), Uuid::new_v4());
     receiver.subscribe(watched).await.expect("subscribed");
     // Counted: two subscriptions need two unsubscribes.
@@ -97,7 +103,7 @@ async fn the_relay_reconnects_resubscribes_and_announces_a_resync_after_redis_re
     let sender = RedisRelay::start(RedisRelayConfig::new(redis.url())).expect("relay");
     let receiver = RedisRelay::start(RedisRelayConfig::new(redis.url())).expect("relay");
     let mut events = receiver.events();
-    wait_resync(&mut events).await;
+    wait_connected(&receiver).await;
     let list = Uuid::new_v4();
     receiver.subscribe(list).await.expect("subscribed");
     let origin = Uuid::new_v4();
