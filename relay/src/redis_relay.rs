@@ -30,6 +30,10 @@ const PING_EVERY: Duration = Duration::from_secs(2);
 /// Delays between reconnect attempts.
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A session this long resets the reconnect backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+/// Channels per `SUBSCRIBE` when subscribing again after a reconnect.
+const SUBSCRIBE_CHUNK: usize = 500;
 /// Most `PUBLISH` commands sent in one pipeline.
 const PUBLISH_BATCH: usize = 256;
 
@@ -75,19 +79,13 @@ impl RedisRelay {
     /// is retried in the background while the replica serves on its own.
     pub fn start(config: RedisRelayConfig) -> Result<RedisRelay, RelayError> {
         let client = redis::Client::open(config.url.as_str())?;
-        let manager = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(COMMAND_TIMEOUT))
-                .set_response_timeout(Some(COMMAND_TIMEOUT))
-                .set_number_of_retries(1)
-                .set_max_delay(BACKOFF_MAX),
-        )?;
+        let manager = publish_connection(&client)?;
         let (publish_tx, publish_rx) = mpsc::channel(config.publish_queue);
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(config.event_buffer);
         let connected = Arc::new(AtomicBool::new(false));
         tokio::spawn(publisher(
+            client.clone(),
             manager,
             publish_rx,
             config.channel_prefix.clone(),
@@ -140,17 +138,31 @@ impl Relay for RedisRelay {
     }
 }
 
+/// A reconnecting connection for `PUBLISH`, connected on first use.
+fn publish_connection(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+    ConnectionManager::new_lazy_with_config(
+        client.clone(),
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(BACKOFF_MAX),
+    )
+}
+
 fn channel_name(prefix: &str, list_id: Uuid) -> String {
     format!("{prefix}{list_id}")
 }
 
 async fn publisher(
+    client: redis::Client,
     mut connection: ConnectionManager,
     mut queue: mpsc::Receiver<Envelope>,
     prefix: String,
 ) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     let mut is_failing = false;
+    let mut failures = 0u32;
     while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let mut pipe = redis::pipe();
         let mut count = 0u64;
@@ -167,6 +179,7 @@ async fn publisher(
         match pipe.query_async::<()>(&mut connection).await {
             Ok(()) => {
                 metrics::counter!("larder_relay_published_total").increment(count);
+                failures = 0;
                 if is_failing {
                     tracing::info!("publishing to Redis again");
                     is_failing = false;
@@ -177,6 +190,15 @@ async fn publisher(
                 if !is_failing {
                     tracing::warn!(error = %e, "cannot publish to Redis; other replicas catch up from the log");
                     is_failing = true;
+                }
+                // A connection that went silent (timeouts, no reset) is not
+                // replaced by the manager itself: start a fresh one.
+                failures += 1;
+                if failures >= 2
+                    && let Ok(fresh) = publish_connection(&client)
+                {
+                    connection = fresh;
+                    failures = 0;
                 }
             }
         }
@@ -250,14 +272,19 @@ impl Subscriber {
                 .keys()
                 .map(|id| channel_name(&self.prefix, *id))
                 .collect();
-            if !channels.is_empty()
-                && let Err(e) = with_timeout(sink.subscribe(&channels)).await
-            {
+            let mut resubscribed = Ok(());
+            for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
+                resubscribed = with_timeout(sink.subscribe(chunk)).await;
+                if resubscribed.is_err() {
+                    break;
+                }
+            }
+            if let Err(e) = resubscribed {
                 self.wait_to_reconnect(&mut control, &mut backoff, &e.to_string(), was_connected)
                     .await;
                 continue;
             }
-            backoff = BACKOFF_FIRST;
+            let session_started = tokio::time::Instant::now();
             was_connected = true;
             self.connected.store(true, Ordering::Relaxed);
             metrics::gauge!("larder_relay_connected").set(1.0);
@@ -272,6 +299,13 @@ impl Subscriber {
                 Ended::Lost(why) => {
                     metrics::counter!("larder_relay_disconnects_total").increment(1);
                     tracing::warn!(reason = %why, "relay lost Redis; replicas catch up from the log meanwhile");
+                    // A session that keeps failing soon after connecting
+                    // must not turn into a reconnect (and resync) storm.
+                    if session_started.elapsed() >= STABLE_SESSION {
+                        backoff = BACKOFF_FIRST;
+                    }
+                    self.wait_to_reconnect(&mut control, &mut backoff, &why, true)
+                        .await;
                 }
             }
         }

@@ -38,6 +38,9 @@ pub enum StoreError {
     /// Migrations could not be applied.
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The task doing the work failed (e.g. panicked).
+    #[error("storage task failed: {0}")]
+    Task(String),
 }
 
 impl StoreError {
@@ -47,6 +50,7 @@ impl StoreError {
         match self {
             StoreError::ListNotFound(_) => false,
             StoreError::Migrate(_) => false,
+            StoreError::Task(_) => true,
             StoreError::Database(e) => {
                 !matches!(e, sqlx::Error::RowNotFound | sqlx::Error::ColumnNotFound(_))
             }

@@ -76,3 +76,61 @@ async fn presence_reaches_others_and_vanishes_when_the_socket_closes() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_crosses_replicas_and_vanishes_there_too() {
+    let redis = redis_url().await;
+    let db = TestDatabase::create().await;
+    let first = TestApp::spawn_replica(db.url(), &redis, |_| {}).await;
+    let second = TestApp::spawn_replica(db.url(), &redis, |_| {}).await;
+    let list = Uuid::new_v4();
+    // Both replicas hold the list (and its channel) before ann speaks.
+    let (mut bob, _) = tokio_tungstenite::connect_async(second.sync_url(list))
+        .await
+        .expect("connect");
+    let (mut ann, _) = tokio_tungstenite::connect_async(first.sync_url(list))
+        .await
+        .expect("connect");
+    // Bob has joined once the server's sync step 1 arrives.
+    let mut first_frame = bob.next().await.expect("frame").expect("frame");
+    while !matches!(first_frame, WsMessage::Binary(_)) {
+        first_frame = bob.next().await.expect("frame").expect("frame");
+    }
+
+    let ann_id = ClientID::new(4343);
+    let mut clients = HashMap::new();
+    clients.insert(
+        ann_id,
+        AwarenessUpdateEntry {
+            clock: 1,
+            json: r#"{"user":{"name":"ann"}}"#.into(),
+        },
+    );
+    let frame = protocol::encode_awareness(&AwarenessUpdate { clients });
+    // Repeated until relayed: the first replica may still be subscribing.
+    let mut got = None;
+    for _ in 0..20 {
+        ann.send(WsMessage::Binary(frame.clone().into()))
+            .await
+            .expect("send");
+        if let Ok(json) =
+            tokio::time::timeout(Duration::from_millis(500), awareness_of(&mut bob, ann_id)).await
+        {
+            got = Some(json);
+            break;
+        }
+    }
+    assert_eq!(
+        got.as_deref(),
+        Some(r#"{"user":{"name":"ann"}}"#),
+        "bob on the other replica sees ann"
+    );
+    ann.close(None).await.expect("close");
+    assert_eq!(
+        awareness_of(&mut bob, ann_id).await,
+        "null",
+        "ann is gone for bob on the other replica too"
+    );
+    first.stop().await;
+    second.stop().await;
+}

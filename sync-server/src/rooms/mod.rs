@@ -124,10 +124,10 @@ pub(crate) enum RoomCommand {
     },
     /// An envelope another replica published for this list.
     Relayed(Envelope),
-    /// Check the log for updates the relay did not deliver: always when
-    /// `head` is `None`, else when the log is ahead of the room.
+    /// The log's head, from the periodic check or a resync: the room reads
+    /// the log when it is behind.
     CatchUp {
-        head: Option<ListHead>,
+        head: ListHead,
     },
     /// The result of reading the log after `after_seq`.
     CaughtUp {
@@ -284,13 +284,13 @@ impl Rooms {
                             rooms.offer(envelope.list_id, RoomCommand::Relayed(envelope));
                         }
                     }
-                    Ok(larder_relay::RelayEvent::Resync) => rooms.resync_all(),
+                    Ok(larder_relay::RelayEvent::Resync) => rooms.resync(),
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(
                             missed,
-                            "relay receiver fell behind; every open list catches up from the log"
+                            "relay receiver fell behind; open lists catch up from the log"
                         );
-                        rooms.resync_all();
+                        rooms.resync();
                     }
                     Err(RecvError::Closed) => return,
                 }
@@ -310,11 +310,13 @@ impl Rooms {
         });
     }
 
-    /// Asks every open room to read the log for what it may have missed.
-    fn resync_all(&self) {
-        for list_id in self.open_lists() {
-            self.offer(list_id, RoomCommand::CatchUp { head: None });
-        }
+    /// Envelopes may have been lost: every open list compares its head with
+    /// the log's (a few batched queries) and those behind read the log.
+    fn resync(&self) {
+        let rooms = self.clone();
+        self.ctx
+            .tracker
+            .spawn(async move { rooms.check_heads().await });
     }
 
     /// Reads the heads of all open lists in a few queries and tells each
@@ -326,7 +328,7 @@ impl Rooms {
             match self.ctx.store.list_heads(chunk).await {
                 Ok(heads) => {
                     for (list_id, head) in heads {
-                        self.offer(list_id, RoomCommand::CatchUp { head: Some(head) });
+                        self.offer(list_id, RoomCommand::CatchUp { head });
                     }
                 }
                 Err(e) => {

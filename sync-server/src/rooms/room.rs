@@ -37,6 +37,9 @@ const EMPTY_UPDATE: [u8; 2] = [0, 0];
 /// Most relayed batches held back behind a gap; beyond this they are
 /// dropped and read from the log instead, so memory stays bounded.
 const MAX_HELD: usize = 4096;
+const MAX_HELD_BYTES: usize = 32 * 1024 * 1024;
+/// Delay before reading the log again after a read left a gap open.
+const GAP_RETRY: Duration = Duration::from_millis(250);
 /// Delay before reading the log again after a catch-up read failed.
 const CATCH_UP_RETRY: Duration = Duration::from_secs(1);
 /// Presence relayed from another replica that was not renewed for this long
@@ -127,6 +130,8 @@ pub(crate) struct Room {
     /// Batches other replicas committed above `applied_seq + 1`, by first
     /// sequence: applied strictly in order once the gap closes.
     held: BTreeMap<u64, Held>,
+    /// Update bytes in `held`.
+    held_bytes: usize,
     /// When to read the log for a gap that stayed open.
     catch_up_at: Option<Instant>,
     is_catching_up: bool,
@@ -197,6 +202,7 @@ impl Room {
             applied_seq: 0,
             own_ranges: BTreeMap::new(),
             held: BTreeMap::new(),
+            held_bytes: 0,
             catch_up_at: None,
             is_catching_up: false,
             catch_up_again: false,
@@ -580,9 +586,21 @@ impl Room {
     }
 
     fn on_awareness(&mut self, conn: ConnId, update: AwarenessUpdate) {
+        // Clients this connection announces as present. A client that moved
+        // here from another replica re-announces the clock we already have
+        // from the relay: no change, but it speaks through this socket now.
+        let announced: Vec<ClientID> = update
+            .clients
+            .iter()
+            .filter(|(_, entry)| entry.json.as_ref() != "null")
+            .map(|(client, _)| *client)
+            .collect();
         let summary = match self.awareness.apply_update_summary(update) {
             Ok(Some(summary)) => summary,
-            Ok(None) => return,
+            Ok(None) => {
+                self.claim_presence(conn, &announced);
+                return;
+            }
             Err(e) => {
                 tracing::debug!(conn, error = %e, "awareness update refused");
                 self.close_conn(
@@ -592,19 +610,14 @@ impl Room {
                 return;
             }
         };
-        // A client id belongs to the connection that announced it last (a
-        // reconnecting client keeps its id while its old socket may linger).
-        for (id, other) in self.conns.iter_mut() {
-            if *id != conn {
-                for client in summary.added.iter().chain(summary.updated.iter()) {
-                    other.awareness_clients.remove(client);
-                }
-            }
-        }
+        let present: Vec<ClientID> = summary
+            .added
+            .iter()
+            .chain(summary.updated.iter())
+            .copied()
+            .collect();
+        self.claim_presence(conn, &present);
         if let Some(state) = self.conns.get_mut(&conn) {
-            state
-                .awareness_clients
-                .extend(summary.added.iter().chain(summary.updated.iter()).copied());
             for removed in &summary.removed {
                 state.awareness_clients.remove(removed);
             }
@@ -616,6 +629,28 @@ impl Room {
         }
         if self.awareness_at.is_none() {
             self.awareness_at = Some(Instant::now() + self.ctx.settings.awareness_coalesce());
+        }
+    }
+
+    /// A client id belongs to the connection that announced it last (a
+    /// reconnecting client keeps its id while its old socket may linger, or
+    /// arrives from another replica).
+    fn claim_presence(&mut self, conn: ConnId, clients: &[ClientID]) {
+        if clients.is_empty() {
+            return;
+        }
+        for (id, other) in self.conns.iter_mut() {
+            if *id != conn {
+                for client in clients {
+                    other.awareness_clients.remove(client);
+                }
+            }
+        }
+        for client in clients {
+            self.remote_presence.remove(client);
+        }
+        if let Some(state) = self.conns.get_mut(&conn) {
+            state.awareness_clients.extend(clients.iter().copied());
         }
     }
 
@@ -953,17 +988,26 @@ impl Room {
                 if last_seq <= self.applied_seq || first_seq == 0 || first_seq > last_seq {
                     return;
                 }
-                self.persisted_seq = self.persisted_seq.max(last_seq);
-                if self.held.len() >= MAX_HELD {
+                let closes_gap = first_seq <= self.applied_seq + 1;
+                if !closes_gap
+                    && (self.held.len() >= MAX_HELD
+                        || self.held_bytes + update.len() > MAX_HELD_BYTES)
+                {
+                    // The log has it: read it from there soon.
                     metrics::counter!("larder_relay_held_dropped_total").increment(1);
-                    self.catch_up_at.get_or_insert_with(Instant::now);
+                    self.catch_up_at = Some(Instant::now());
                     return;
                 }
-                self.held.entry(first_seq).or_insert(Held {
-                    last_seq,
-                    update,
-                    sent_at_micros,
-                });
+                self.persisted_seq = self.persisted_seq.max(last_seq);
+                if let std::collections::btree_map::Entry::Vacant(slot) = self.held.entry(first_seq)
+                {
+                    self.held_bytes += update.len();
+                    slot.insert(Held {
+                        last_seq,
+                        update,
+                        sent_at_micros,
+                    });
+                }
                 self.advance();
             }
             Payload::Awareness { update } => self.on_relayed_awareness(&update),
@@ -987,6 +1031,7 @@ impl Room {
                 && first <= next
             {
                 let (_, held) = self.held.pop_first().expect("checked above");
+                self.held_bytes -= held.update.len();
                 if held.last_seq > self.applied_seq {
                     self.apply_remote(&held.update);
                     metrics::histogram!("larder_relay_lag_seconds")
@@ -1031,13 +1076,15 @@ impl Room {
         }
     }
 
-    /// The periodic check (`head` given) or a relay resync (`None`).
-    fn on_catch_up_check(&mut self, head: Option<ListHead>) {
+    /// The log's head, from the periodic check or after a relay resync.
+    fn on_catch_up_check(&mut self, head: ListHead) {
         self.expire_remote_presence();
-        match head {
-            Some(head) if head.is_deleted => self.list_gone(),
-            Some(head) if head.head_seq <= self.applied_seq => {}
-            _ => self.start_catch_up(),
+        if head.is_deleted {
+            self.list_gone();
+        } else if head.head_seq > self.applied_seq.max(self.persisted_seq) {
+            // Behind what we know of (applied, held behind a gap the gap
+            // timer reads, or our own commits in flight): read the log.
+            self.start_catch_up();
         }
     }
 
@@ -1058,7 +1105,13 @@ impl Room {
         let after_seq = self.applied_seq;
         let tx = self.handle.tx.clone();
         self.ctx.tracker.spawn(async move {
-            let result = store.load_since(list_id, after_seq).await;
+            // A panicking read must still answer, or the room would never
+            // read the log again.
+            let read = tokio::spawn(async move { store.load_since(list_id, after_seq).await });
+            let result = match read.await {
+                Ok(result) => result,
+                Err(e) => Err(StoreError::Task(e.to_string())),
+            };
             let _ = tx.send(RoomCommand::CaughtUp { after_seq, result }).await;
         });
     }
@@ -1101,7 +1154,6 @@ impl Room {
                     applied = self.applied_seq,
                     "log read has a gap; reading again"
                 );
-                self.catch_up_again = true;
                 break;
             }
             self.apply_remote(&row.update);
@@ -1112,6 +1164,10 @@ impl Room {
         self.advance();
         if std::mem::take(&mut self.catch_up_again) {
             self.start_catch_up();
+        } else if self.catch_up_at.is_some() {
+            // The log did not close the gap (what is held was committed after
+            // the read, or is bogus): read again, but not at once.
+            self.catch_up_at = Some(Instant::now() + GAP_RETRY.max(self.ctx.gap_grace));
         }
         self.maybe_compact();
     }
@@ -1141,6 +1197,15 @@ impl Room {
 
     fn begin_shutdown(&mut self) {
         self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_FLUSH_LIMIT);
+        // Other replicas stop showing this replica's clients at once.
+        let present: Vec<ClientID> = self
+            .conns
+            .values()
+            .flat_map(|c| c.awareness_clients.iter().copied())
+            .collect();
+        if !present.is_empty() {
+            self.remove_presence(present, true);
+        }
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             if let Some(state) = self.conns.remove(&conn) {
