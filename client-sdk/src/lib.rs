@@ -120,7 +120,7 @@ impl SyncClient {
     /// starts syncing: sends sync step 1, answers the server's.
     pub async fn connect(&mut self, url: &str) -> Result<(), ClientError> {
         self.disconnect().await;
-        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
         let (mut sink, mut stream) = socket.split();
         let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let sv = self.doc.transact().state_vector();

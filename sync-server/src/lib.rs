@@ -97,6 +97,13 @@ pub async fn run_with_relay(
         tracker: tracker.clone(),
     };
     tracing::info!(addr = %listener.local_addr()?, %replica_id, "larder listening");
+    // Small frames go out at once: Nagle's algorithm meeting delayed ACKs
+    // would hold a sync message back for tens of milliseconds.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot disable Nagle's algorithm");
+        }
+    });
     axum::serve(listener, app::router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

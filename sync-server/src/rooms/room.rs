@@ -1196,6 +1196,11 @@ impl Room {
     }
 
     fn begin_shutdown(&mut self) {
+        // What connections handed over before the shutdown is applied and
+        // stored too (a client that already left could not resend it).
+        while let Ok(command) = self.rx.try_recv() {
+            self.on_command(command);
+        }
         self.shutdown_deadline = Some(Instant::now() + SHUTDOWN_FLUSH_LIMIT);
         // Other replicas stop showing this replica's clients at once.
         let present: Vec<ClientID> = self
