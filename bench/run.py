@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Runs Larder's standard load scenarios and records the figures.
+
+    python3 bench/run.py                 # every scenario
+    python3 bench/run.py fanout cross    # some of them
+
+Builds release binaries, starts `larder serve` processes (and uses the local
+PostgreSQL and Redis), runs `larder-loadgen`, and writes one JSON report per
+scenario to bench/results/: the load generator's own report plus the server
+processes' CPU seconds (from /proc/<pid>/stat), peak RSS (VmHWM) and, where it
+matters, PostgreSQL's committed transactions (pg_stat_database).
+
+Scenarios (DESIGN.md §14, issue "Load generator and performance"):
+  fanout    50 lists x 4 clients x 5 edits/s for 20 s, one replica
+  cross     the same over two replicas relaying through Redis
+  ramp      raise the rate over two replicas until p99 > 100 ms or a loss
+  idle      5,000 idle connections over 1,000 lists (and 1,000 over 1,000,
+            to separate the cost of a connection from the cost of a list)
+  coldload  lists built from 10,000 edits each; a fresh client's first full
+            state after a server restart
+"""
+
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TARGET = ROOT / "target" / "release"
+PG = os.environ.get("BENCH_PG", "postgres://postgres@127.0.0.1:5432")
+REDIS = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+DB = "larder_bench"
+USER_HZ = os.sysconf("SC_CLK_TCK")
+
+# The per-connection message limit protects against abusive clients; the
+# benchmark measures throughput, so it is lifted (documented in the README).
+SERVER_ENV = {
+    "LARDER_MESSAGES_PER_SECOND": "1000000",
+    "LARDER_MESSAGE_BURST": "1000000",
+    "RUST_LOG": "warn",
+}
+
+
+def psql(sql, db="postgres"):
+    out = subprocess.run(
+        ["psql", f"{PG}/{db}", "-XAtq", "-c", sql],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def fresh_database():
+    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+
+
+def committed_transactions():
+    value = psql(f"SELECT xact_commit FROM pg_stat_database WHERE datname = '{DB}'")
+    return int(value or 0)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, redis=False):
+        self.port = free_port()
+        env = dict(os.environ, **SERVER_ENV)
+        env["DATABASE_URL"] = f"{PG}/{DB}"
+        env["LARDER_LISTEN"] = f"127.0.0.1:{self.port}"
+        env.pop("REDIS_URL", None)
+        if redis:
+            env["REDIS_URL"] = REDIS
+        self.proc = subprocess.Popen([str(TARGET / "larder"), "serve"], env=env)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.ready():
+                return
+            time.sleep(0.1)
+        raise RuntimeError("server did not become ready")
+
+    def ready(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                return s.recv(64).startswith(b"HTTP/1.1 200")
+        except OSError:
+            return False
+
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}/v1/sync/{{list}}"
+
+    def cpu_seconds(self):
+        stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / USER_HZ
+
+    def memory_kib(self, field):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def loadgen(urls, *args, stderr_line=None, on_line=None):
+    cmd = [str(TARGET / "larder-loadgen")]
+    for url in urls:
+        cmd += ["--url", url]
+    cmd += [str(a) for a in args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if stderr_line:
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            if stderr_line in line:
+                on_line()
+                break
+    out, err = proc.communicate()
+    sys.stderr.write(err)
+    if proc.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {err}")
+    return json.loads(out)
+
+
+def measured(servers, run):
+    """Runs `run` and adds the servers' CPU seconds and peak RSS."""
+    cpu_before = [s.cpu_seconds() for s in servers]
+    tx_before = committed_transactions()
+    report = run()
+    time.sleep(1.0)  # pg_stat_database lags a little
+    report["server_cpu_seconds"] = [s.cpu_seconds() - c for s, c in zip(servers, cpu_before)]
+    report["server_peak_rss_kib"] = [s.memory_kib("VmHWM") for s in servers]
+    report["postgres_transactions"] = committed_transactions() - tx_before
+    edits = report.get("edits_sent")
+    if edits:
+        cpu = sum(report["server_cpu_seconds"])
+        report["server_cpu_us_per_edit"] = cpu / edits * 1e6
+        report["edits_per_postgres_transaction"] = edits / max(report["postgres_transactions"], 1)
+    return report
+
+
+def fanout():
+    fresh_database()
+    server = Server()
+    try:
+        return measured([server], lambda: loadgen(
+            [server.url()], "--mode", "fixed", "--lists", 50, "--clients", 4,
+            "--rate", 1000, "--duration", 20))
+    finally:
+        server.stop()
+
+
+def cross():
+    fresh_database()
+    servers = [Server(redis=True), Server(redis=True)]
+    try:
+        return measured(servers, lambda: loadgen(
+            [s.url() for s in servers], "--mode", "fixed", "--lists", 50, "--clients", 4,
+            "--rate", 1000, "--duration", 20))
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def ramp():
+    fresh_database()
+    servers = [Server(redis=True), Server(redis=True)]
+    try:
+        return measured(servers, lambda: loadgen(
+            [s.url() for s in servers], "--mode", "ramp", "--lists", 50, "--clients", 4,
+            "--rate", 1000, "--ramp-factor", 1.5, "--duration", 5, "--warmup", 1))
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def idle_run(lists, clients):
+    fresh_database()
+    server = Server()
+    try:
+        time.sleep(1.0)
+        before = server.memory_kib("VmRSS")
+        sample = {}
+
+        def held():
+            time.sleep(3.0)  # let allocations settle
+            sample["rss"] = server.memory_kib("VmRSS")
+
+        report = loadgen([server.url()], "--mode", "idle", "--lists", lists, "--clients", clients,
+                         "--duration", 10, stderr_line="connections open", on_line=held)
+        report["server_rss_before_kib"] = before
+        report["server_rss_held_kib"] = sample.get("rss", 0)
+        return report
+    finally:
+        server.stop()
+
+
+def idle():
+    many = idle_run(1000, 5)
+    one_each = idle_run(1000, 1)
+    extra = many["connections"] - one_each["connections"]
+    per_conn = (many["server_rss_held_kib"] - one_each["server_rss_held_kib"]) / max(extra, 1)
+    per_all = (many["server_rss_held_kib"] - many["server_rss_before_kib"]) / max(many["connections"], 1)
+    return {
+        "mode": "idle",
+        "runs": [many, one_each],
+        "kib_per_idle_connection": per_conn,
+        "kib_per_connection_including_its_share_of_lists": per_all,
+    }
+
+
+def coldload():
+    fresh_database()
+    lists_file = RESULTS / "coldload-lists.json"
+    server = Server()
+    try:
+        build = loadgen([server.url()], "--mode", "coldload-build", "--lists", 5,
+                        "--history", 10000, "--lists-file", lists_file)
+    finally:
+        server.stop()  # graceful: everything is stored
+    server = Server()
+    try:
+        report = loadgen([server.url()], "--mode", "coldload", "--lists-file", lists_file)
+        report["build"] = build
+        return report
+    finally:
+        server.stop()
+
+
+SCENARIOS = {"fanout": fanout, "cross": cross, "ramp": ramp, "idle": idle, "coldload": coldload}
+
+
+def main():
+    names = sys.argv[1:] or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        sys.exit(f"unknown scenarios {unknown}; choose from {list(SCENARIOS)}")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    subprocess.run(["cargo", "build", "--release", "-p", "larder-server", "-p", "larder-loadgen"],
+                   cwd=ROOT, check=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        print(f"== {name}", file=sys.stderr)
+        report = SCENARIOS[name]()
+        report["machine"] = {"cpus": os.cpu_count()}
+        (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps({name: report}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
