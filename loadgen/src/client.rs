@@ -120,19 +120,26 @@ impl Client {
             socket,
             edits_made: 0,
         };
-        let sv = client.doc.transact().state_vector();
-        client
-            .socket
+        client.exchange_state(Duration::from_secs(60)).await?;
+        Ok(client)
+    }
+
+    /// Sends sync step 1 and handles frames until the server's step 2. The
+    /// server answers after everything sent before it, so once it arrives
+    /// the server has applied all of this client's edits.
+    async fn exchange_state(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let sv = self.doc.transact().state_vector();
+        self.socket
             .send(WsMessage::Binary(protocol::encode_sync_step1(&sv).into()))
             .await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let frame = tokio::time::timeout_at(deadline, client.socket.next())
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
                 .await
-                .map_err(|_| anyhow::anyhow!("no sync step 2 within 60 s"))?
-                .ok_or_else(|| anyhow::anyhow!("closed during the handshake"))??;
-            if client.on_frame(frame).await? {
-                return Ok(client);
+                .map_err(|_| anyhow::anyhow!("no sync step 2 within {limit:?}"))?
+                .ok_or_else(|| anyhow::anyhow!("closed before sync step 2"))??;
+            if self.on_frame(frame).await? {
+                return Ok(());
             }
         }
     }
@@ -312,22 +319,8 @@ impl Client {
                 .feed(WsMessage::Binary(protocol::encode_update(update).into()))
                 .await?;
         }
-        // The server answers a sync step 1 after everything sent before it:
-        // once its step 2 arrives, it holds the whole history.
-        let sv = self.doc.transact().state_vector();
-        self.socket
-            .send(WsMessage::Binary(protocol::encode_sync_step1(&sv).into()))
-            .await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let frame = tokio::time::timeout_at(deadline, self.socket.next())
-                .await
-                .map_err(|_| anyhow::anyhow!("the server did not catch up within 120 s"))?
-                .ok_or_else(|| anyhow::anyhow!("closed while writing history"))??;
-            if self.on_frame(frame).await? {
-                break;
-            }
-        }
+        // Once the server answers, it holds the whole history.
+        self.exchange_state(Duration::from_secs(120)).await?;
         let items = self.list.read(&self.doc.transact()).items.len();
         self.socket.close(None).await?;
         Ok(items)

@@ -38,6 +38,19 @@ async fn awareness_of(socket: &mut Socket, client: ClientID) -> String {
     }
 }
 
+/// A frame announcing `client`'s presence as `json` (clock 1).
+fn announce(client: ClientID, json: &str) -> Vec<u8> {
+    let mut clients = HashMap::new();
+    clients.insert(
+        client,
+        AwarenessUpdateEntry {
+            clock: 1,
+            json: json.into(),
+        },
+    );
+    protocol::encode_awareness(&AwarenessUpdate { clients })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_reaches_others_and_vanishes_when_the_socket_closes() {
     let db = TestDatabase::create().await;
@@ -51,15 +64,7 @@ async fn presence_reaches_others_and_vanishes_when_the_socket_closes() {
         .expect("connect");
 
     let ann_id = ClientID::new(4242);
-    let mut clients = HashMap::new();
-    clients.insert(
-        ann_id,
-        AwarenessUpdateEntry {
-            clock: 1,
-            json: r#"{"user":{"name":"ann"}}"#.into(),
-        },
-    );
-    let frame = protocol::encode_awareness(&AwarenessUpdate { clients });
+    let frame = announce(ann_id, r#"{"user":{"name":"ann"}}"#);
     ann.send(WsMessage::Binary(frame.into()))
         .await
         .expect("send");
@@ -98,15 +103,7 @@ async fn presence_crosses_replicas_and_vanishes_there_too() {
     }
 
     let ann_id = ClientID::new(4343);
-    let mut clients = HashMap::new();
-    clients.insert(
-        ann_id,
-        AwarenessUpdateEntry {
-            clock: 1,
-            json: r#"{"user":{"name":"ann"}}"#.into(),
-        },
-    );
-    let frame = protocol::encode_awareness(&AwarenessUpdate { clients });
+    let frame = announce(ann_id, r#"{"user":{"name":"ann"}}"#);
     // Repeated until relayed: the first replica may still be subscribing.
     let mut got = None;
     for _ in 0..20 {
