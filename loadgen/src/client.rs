@@ -192,8 +192,10 @@ impl Client {
     fn count_deliveries(&mut self) {
         let now = Instant::now();
         let sv = self.doc.transact().state_vector();
-        let mut delivered = 0u64;
-        let mut hist = None;
+        // Latencies are gathered first and recorded after every sender's log
+        // is released: holding a log and the histogram at once would invert
+        // the lock order of another client doing the same.
+        let mut latencies = Vec::new();
         for (n, sender) in self.peers.senders.iter().enumerate() {
             if n == self.index {
                 continue;
@@ -202,17 +204,21 @@ impl Client {
             let edits = sender.edits.lock().expect("sender lock");
             let cursor = &mut self.cursors[n];
             while *cursor < edits.len() && edits[*cursor].0 <= clock {
-                let micros = now.duration_since(edits[*cursor].1).as_micros() as u64;
-                let hist =
-                    hist.get_or_insert_with(|| self.stats.latency_us.lock().expect("stats lock"));
-                let _ = hist.record(micros.max(1));
+                latencies.push(now.duration_since(edits[*cursor].1).as_micros() as u64);
                 *cursor += 1;
-                delivered += 1;
             }
         }
-        if delivered > 0 {
-            self.stats.delivered.fetch_add(delivered, Ordering::Relaxed);
+        if latencies.is_empty() {
+            return;
         }
+        let mut hist = self.stats.latency_us.lock().expect("stats lock");
+        for micros in &latencies {
+            let _ = hist.record((*micros).max(1));
+        }
+        drop(hist);
+        self.stats
+            .delivered
+            .fetch_add(latencies.len() as u64, Ordering::Relaxed);
     }
 
     /// One realistic edit: add an item (with its send time in the note),

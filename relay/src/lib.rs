@@ -1,7 +1,8 @@
 //! Larder's relay: moves committed update batches between server replicas.
 //!
-//! A replica publishes an [`Envelope`] for every batch it commits; every
-//! other replica with the list open applies it. The relay may drop messages
+//! A replica publishes an [`Envelope`] for every update it applies and again
+//! for every batch it commits; every other replica with the list open
+//! applies it. The relay may drop messages
 //! (Pub/Sub is fire-and-forget): receivers detect a jump in sequence numbers
 //! and read what they missed from the update log, so the relay only ever
 //! delays an edit. When the relay itself knows it may have lost messages (a
@@ -9,7 +10,8 @@
 //! [`RelayEvent::Resync`].
 //!
 //! - [`Relay`]: the trait the server talks to.
-//! - [`InProcessRelay`]: one node, no Redis; replicas in one process share it.
+//! - [`SoloRelay`]: one node alone; there is nobody to relay to.
+//! - [`InProcessRelay`]: replicas in one process share it (tests).
 //! - [`RedisRelay`]: Redis Pub/Sub, one channel per list, with reconnect.
 //! - [`Envelope`]: the message, encoded with `postcard`.
 #![forbid(unsafe_code)]
@@ -60,9 +62,20 @@ pub enum Payload {
         first_seq: u64,
         last_seq: u64,
         update: Vec<u8>,
+        /// Every `Live` update of this list the origin published with an id
+        /// up to this one is stored now (this batch or an earlier one); 0
+        /// when the batch holds none.
+        live_through: u64,
     },
     /// An awareness update (unsequenced).
     Awareness { update: Vec<u8> },
+    /// An update as the origin applied it, before it is stored: other
+    /// replicas pass it on at once. It carries no sequence number; ids grow
+    /// with each one a replica publishes. A receiver keeps it until an
+    /// `Update` with `live_through >= id` says it is stored, and stores it
+    /// itself if that never comes (the origin died): applying or storing an
+    /// update twice is harmless.
+    Live { id: u64, update: Vec<u8> },
 }
 
 impl Envelope {
@@ -138,7 +151,42 @@ pub trait Relay: Send + Sync + 'static {
     fn is_connected(&self) -> bool;
 }
 
-/// The relay of a single node: a broadcast channel in memory. Several
+/// The relay of a node that runs alone: publishing goes nowhere, and no
+/// event ever arrives. It spares a lone node the work of relaying.
+#[derive(Debug)]
+pub struct SoloRelay {
+    /// Kept so receivers wait forever instead of seeing a closed channel.
+    sender: broadcast::Sender<RelayEvent>,
+}
+
+impl Default for SoloRelay {
+    fn default() -> Self {
+        SoloRelay {
+            sender: broadcast::channel(1).0,
+        }
+    }
+}
+
+#[async_trait]
+impl Relay for SoloRelay {
+    fn publish(&self, _envelope: Envelope) {}
+
+    async fn subscribe(&self, _list_id: Uuid) -> Result<(), RelayError> {
+        Ok(())
+    }
+
+    fn unsubscribe(&self, _list_id: Uuid) {}
+
+    fn events(&self) -> broadcast::Receiver<RelayEvent> {
+        self.sender.subscribe()
+    }
+
+    fn is_connected(&self) -> bool {
+        true
+    }
+}
+
+/// A relay in memory: a broadcast channel. Several
 /// replicas in one process may share it; each receives every envelope.
 #[derive(Debug, Clone)]
 pub struct InProcessRelay {
@@ -195,12 +243,42 @@ mod tests {
                 first_seq: 3,
                 last_seq: 5,
                 update: vec![1, 2, 3],
+                live_through: 12,
             },
         );
         let bytes = envelope.encode().expect("encodes");
         assert_eq!(Envelope::decode(&bytes).expect("decodes"), envelope);
         assert!(Envelope::decode(&[0xff, 0xff]).is_err());
         assert!(envelope.age_seconds() < 60.0);
+        let live = Envelope::new(
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Payload::Live {
+                id: 1 << 52,
+                update: vec![4, 5],
+            },
+        );
+        let bytes = live.encode().expect("encodes");
+        assert_eq!(Envelope::decode(&bytes).expect("decodes"), live);
+    }
+
+    #[tokio::test]
+    async fn a_solo_relay_delivers_nothing() {
+        let relay = SoloRelay::default();
+        let mut rx = relay.events();
+        let envelope = Envelope::new(
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Payload::Awareness { update: vec![0] },
+        );
+        relay.subscribe(envelope.list_id).await.expect("subscribes");
+        relay.publish(envelope);
+        assert!(matches!(
+            rx.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty)
+        ));
+        relay.unsubscribe(Uuid::nil());
+        assert!(relay.is_connected());
     }
 
     #[tokio::test]

@@ -154,8 +154,10 @@ pub struct RoomSettings {
     #[arg(long, env = "LARDER_LINGER_MS", default_value_t = 5_000)]
     pub linger_ms: u64,
 
-    /// Updates arriving within this window are merged into one write.
-    #[arg(long, env = "LARDER_COMMIT_WINDOW_MS", default_value_t = 2)]
+    /// Batches of all lists arriving within this window of the first are
+    /// written in one transaction. Clients see each other's updates at once;
+    /// the window delays only durable acknowledgements.
+    #[arg(long, env = "LARDER_COMMIT_WINDOW_MS", default_value_t = 10)]
     pub commit_window_ms: u64,
 
     /// Fold the log into a snapshot once this many updates follow the last one.

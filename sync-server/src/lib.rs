@@ -24,7 +24,7 @@ pub mod telemetry;
 use std::sync::Arc;
 
 use anyhow::Context;
-use larder_relay::{InProcessRelay, RedisRelay, RedisRelayConfig, Relay};
+use larder_relay::{RedisRelay, RedisRelayConfig, Relay, SoloRelay};
 use larder_storage::{PgStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +59,7 @@ pub async fn run(
         Some(url) => Arc::new(
             RedisRelay::start(RedisRelayConfig::new(url.as_str())).context("invalid REDIS_URL")?,
         ),
-        None => Arc::new(InProcessRelay::default()),
+        None => Arc::new(SoloRelay::default()),
     };
     run_with_relay(config, listener, shutdown, relay).await
 }
@@ -77,7 +77,8 @@ pub async fn run_with_relay(
     // Installed before anything records, so nothing is lost.
     let _ = telemetry::metrics();
     let tracker = TaskTracker::new();
-    let committer = rooms::commit::Committer::spawn(store.clone(), &tracker);
+    let committer =
+        rooms::commit::Committer::spawn(store.clone(), config.rooms.commit_window(), &tracker);
     let rooms = rooms::Rooms::new(rooms::RoomContext {
         store: store.clone(),
         relay,

@@ -17,6 +17,7 @@ fn update(origin: Uuid, list_id: Uuid, seq: u64) -> Envelope {
             first_seq: seq,
             last_seq: seq,
             update: vec![0, 0],
+            live_through: 0,
         },
     )
 }

@@ -426,3 +426,44 @@ async fn while_postgresql_is_unreachable_edits_flow_unacknowledged_and_are_store
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_relayed_before_it_was_stored_is_stored_by_the_other_replica_when_its_origin_dies()
+{
+    let redis = redis_url().await;
+    let db = TestDatabase::create().await;
+    // The origin reaches PostgreSQL through a proxy the test cuts, so it
+    // can relay edits but never store them.
+    let pg_proxy = TcpProxy::start(socket_addr_of(db.url())).await;
+    let origin = TestApp::spawn_replica(&pg_proxy.rewrite_url(db.url()), &redis, relay_only).await;
+    let survivor = TestApp::spawn_replica(db.url(), &redis, relay_only).await;
+    let list = Uuid::new_v4();
+    let writer = origin.connect(list).await;
+    let reader = survivor.connect(list).await;
+    add_item(&writer, "stored");
+    let before = converge(&[&writer, &reader]).await;
+    wait_stored(db.url(), list, &before).await;
+
+    pg_proxy.cut();
+    let unstored = add_item(&writer, "relayed, never stored by its origin");
+    // The survivor's client sees it at once, although nothing stored it.
+    eventually(
+        "the edit reaches the other replica's client",
+        Duration::from_secs(5),
+        || async { reader.snapshot().items.iter().any(|i| i.id == unstored) },
+    )
+    .await;
+    assert_ne!(stored_snapshot(db.url(), list).await, reader.snapshot());
+    origin.kill();
+
+    // Neither client would upload it again (the survivor's document holds
+    // it), so the survivor stores it once its origin stays silent.
+    let expected = reader.snapshot();
+    eventually(
+        "the survivor stores the relayed edit",
+        Duration::from_secs(20),
+        || async { stored_snapshot(db.url(), list).await == expected },
+    )
+    .await;
+    survivor.stop().await;
+}

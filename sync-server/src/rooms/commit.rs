@@ -1,9 +1,13 @@
-//! Group commit across rooms: one task gathers the batches of every room
-//! that are ready and writes them in one transaction, so PostgreSQL sees far
-//! fewer transactions than edits under load.
+//! Group commit across rooms: one task gathers the batches rooms hand it
+//! over a commit window and writes them in one transaction, so PostgreSQL
+//! sees far fewer transactions than edits under load.
+//!
+//! The window costs no latency between clients: rooms broadcast (and relay)
+//! an update before it is stored. It delays only the durable acknowledgement.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use larder_storage::{NewUpdate, SeqRange, Store};
 use tokio::sync::{mpsc, oneshot};
@@ -24,7 +28,29 @@ pub enum CommitOutcome {
 
 struct CommitRequest {
     update: NewUpdate,
-    reply: oneshot::Sender<CommitOutcome>,
+    reply: Reply,
+}
+
+/// Where a batch's outcome goes.
+enum Reply {
+    /// A caller awaiting it.
+    Once(oneshot::Sender<CommitOutcome>),
+    /// A room's queue of outcomes (a room has one batch in flight at most).
+    Room(mpsc::UnboundedSender<CommitOutcome>),
+}
+
+impl Reply {
+    fn send(self, outcome: CommitOutcome) {
+        // A caller or room that went away no longer needs the answer.
+        match self {
+            Reply::Once(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Reply::Room(tx) => {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
 }
 
 /// Handle rooms use to submit batches.
@@ -34,29 +60,56 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the commit task on `tracker`. It runs until every handle is
-    /// dropped, so batches submitted during shutdown are still written.
-    pub fn spawn(store: Arc<dyn Store>, tracker: &tokio_util::task::TaskTracker) -> Committer {
+    /// Starts the commit task on `tracker`. A transaction gathers what
+    /// arrives within `window` of its first batch. The task runs until every
+    /// handle is dropped, so batches submitted during shutdown are written.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        window: Duration,
+        tracker: &tokio_util::task::TaskTracker,
+    ) -> Committer {
         let (tx, rx) = mpsc::channel(4096);
-        tracker.spawn(run(store, rx));
+        tracker.spawn(run(store, window, rx));
         Committer { tx }
     }
 
     /// Writes one batch; resolves when it is durable (or failed).
     pub async fn commit(&self, update: NewUpdate) -> CommitOutcome {
         let (reply, done) = oneshot::channel();
-        if self.tx.send(CommitRequest { update, reply }).await.is_err() {
+        let request = CommitRequest {
+            update,
+            reply: Reply::Once(reply),
+        };
+        if self.tx.send(request).await.is_err() {
             return CommitOutcome::Failed("committer stopped".into());
         }
         done.await
             .unwrap_or_else(|_| CommitOutcome::Failed("committer stopped".into()))
     }
+
+    /// Hands a room's batch over without waiting: the outcome arrives on
+    /// `reply`. A full queue (storage far behind) or a stopped committer
+    /// answers `Failed` at once, and the room retries later.
+    pub fn submit(&self, update: NewUpdate, reply: mpsc::UnboundedSender<CommitOutcome>) {
+        let request = CommitRequest {
+            update,
+            reply: Reply::Room(reply),
+        };
+        if let Err(e) = self.tx.try_send(request) {
+            let (request, why) = match e {
+                mpsc::error::TrySendError::Full(r) => (r, "commit queue full"),
+                mpsc::error::TrySendError::Closed(r) => (r, "committer stopped"),
+            };
+            request.reply.send(CommitOutcome::Failed(why.into()));
+        }
+    }
 }
 
-async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<CommitRequest>) {
+async fn run(store: Arc<dyn Store>, window: Duration, mut rx: mpsc::Receiver<CommitRequest>) {
     let mut batch = Vec::with_capacity(MAX_BATCHES_PER_TRANSACTION);
     while rx.recv_many(&mut batch, MAX_BATCHES_PER_TRANSACTION).await > 0 {
-        let (updates, replies): (Vec<NewUpdate>, Vec<oneshot::Sender<CommitOutcome>>) =
+        gather(&mut rx, &mut batch, window).await;
+        let (updates, replies): (Vec<NewUpdate>, Vec<Reply>) =
             batch.drain(..).map(|r| (r.update, r.reply)).unzip();
         let lists: Vec<Uuid> = updates.iter().map(|u| u.list_id).collect();
         let started = std::time::Instant::now();
@@ -70,20 +123,32 @@ async fn run(store: Arc<dyn Store>, mut rx: mpsc::Receiver<CommitRequest>) {
                 tracing::warn!(error = %e, batches = lists.len(), "group commit failed");
                 let e: Arc<str> = e.to_string().into();
                 for reply in replies {
-                    let _ = reply.send(CommitOutcome::Failed(e.clone()));
+                    reply.send(CommitOutcome::Failed(e.clone()));
                 }
             }
         }
     }
 }
 
+/// Adds what arrives within `window` to `batch`, up to a transaction's limit.
+async fn gather(
+    rx: &mut mpsc::Receiver<CommitRequest>,
+    batch: &mut Vec<CommitRequest>,
+    window: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + window;
+    while batch.len() < MAX_BATCHES_PER_TRANSACTION {
+        let room = MAX_BATCHES_PER_TRANSACTION - batch.len();
+        match tokio::time::timeout_at(deadline, rx.recv_many(batch, room)).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// Hands each room its range. A list with several batches in one
 /// transaction got consecutive sequence numbers in submission order.
-fn reply_each(
-    lists: Vec<Uuid>,
-    replies: Vec<oneshot::Sender<CommitOutcome>>,
-    ranges: &HashMap<Uuid, SeqRange>,
-) {
+fn reply_each(lists: Vec<Uuid>, replies: Vec<Reply>, ranges: &HashMap<Uuid, SeqRange>) {
     let mut next: HashMap<Uuid, u64> = ranges.iter().map(|(id, r)| (*id, r.first)).collect();
     for (list_id, reply) in lists.into_iter().zip(replies) {
         let outcome = match next.get_mut(&list_id) {
@@ -97,6 +162,6 @@ fn reply_each(
             }
             None => CommitOutcome::ListGone,
         };
-        let _ = reply.send(outcome);
+        reply.send(outcome);
     }
 }

@@ -12,9 +12,17 @@ use uuid::Uuid;
 /// How long a compaction may hold a list before another process may take over.
 const LEASE: Duration = Duration::from_secs(60);
 
+/// Compactions of one process at a time: each folds a whole history, and
+/// many lists unloading together (a shutdown) must not swamp the database.
+static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 /// Compacts one list; returns the sequence the new snapshot covers, or
 /// `None` when another process holds the lease or there was nothing to fold.
 pub async fn compact(store: Arc<dyn Store>, list_id: Uuid) -> Result<Option<u64>, StoreError> {
+    let _slot = SLOTS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     if !store.try_lease_compaction(list_id, LEASE).await? {
         return Ok(None);
     }

@@ -1,14 +1,15 @@
 //! The room actor of one list: owns the document and presence, applies what
 //! connections send, broadcasts, and group-commits to the update log.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use larder_crdt::protocol;
 use larder_relay::{Envelope, Payload, Relay};
-use larder_storage::{ListHead, NewUpdate, StoreError, StoredDoc};
+use larder_storage::{ListHead, NewUpdate, SeqRange, StoreError, StoredDoc};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -31,6 +32,20 @@ const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 /// First and last delay between attempts to store a batch that failed.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A room unloading with at least this many batches after the last snapshot
+/// compacts, so the next load reads a snapshot instead of replaying them.
+const UNLOAD_COMPACTION_MIN_UPDATES: u64 = 32;
+/// How long compactions started by a shutdown may hold it up.
+const SHUTDOWN_COMPACTION_LIMIT: Duration = Duration::from_secs(5);
+
+/// An update relayed before it was stored that its origin did not confirm
+/// as stored within this time is stored by the receiving room itself.
+const LIVE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most unconfirmed relayed updates a room keeps; beyond this the oldest are
+/// stored at once, so memory stays bounded.
+const MAX_UNCONFIRMED: usize = 4096;
+const MAX_UNCONFIRMED_BYTES: usize = 8 * 1024 * 1024;
 
 /// An empty v1 update: no structs, no deletions.
 const EMPTY_UPDATE: [u8; 2] = [0, 0];
@@ -89,8 +104,40 @@ struct Conn {
 }
 
 /// A batch being written.
+/// An update applied here and not yet handed to the committer.
+struct PendingUpdate {
+    /// The id it was relayed under before being stored (0: not relayed).
+    live_id: u64,
+    update: Vec<u8>,
+}
+
+/// An update another replica relayed before storing it, kept until that
+/// replica confirms it stored it.
+struct Unconfirmed {
+    origin: Uuid,
+    id: u64,
+    received_at: Instant,
+    update: Vec<u8>,
+}
+
+/// Ids of the updates this replica relays before storing them: they grow
+/// across all lists and, seeded with the clock, across restarts.
+fn next_live_id() -> u64 {
+    static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    NEXT.get_or_init(|| {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1);
+        AtomicU64::new(micros)
+    })
+    .fetch_add(1, Ordering::Relaxed)
+}
+
 struct InFlight {
     update: Vec<u8>,
+    /// The highest live id of the updates in the batch (0: none).
+    live_through: u64,
     /// Connections to acknowledge once it is stored.
     ack_conns: Vec<ConnId>,
     /// The document's state vector when the batch was cut: what is durable
@@ -106,15 +153,14 @@ pub(crate) struct Room {
     registry: Registry,
     handle: RoomHandle,
     rx: mpsc::Receiver<RoomCommand>,
-    commit_tx: mpsc::Sender<CommitOutcome>,
-    commit_rx: mpsc::Receiver<CommitOutcome>,
+    commit_tx: mpsc::UnboundedSender<CommitOutcome>,
+    commit_rx: mpsc::UnboundedReceiver<CommitOutcome>,
     awareness: Awareness,
     conns: HashMap<ConnId, Conn>,
     /// Updates applied but not yet handed to the committer.
-    pending: Vec<Vec<u8>>,
+    pending: Vec<PendingUpdate>,
     pending_acks: Vec<ConnId>,
     in_flight: Option<InFlight>,
-    flush_at: Option<Instant>,
     retry_at: Option<Instant>,
     awareness_dirty: HashSet<ClientID>,
     awareness_at: Option<Instant>,
@@ -136,6 +182,9 @@ pub(crate) struct Room {
     catch_up_at: Option<Instant>,
     is_catching_up: bool,
     catch_up_again: bool,
+    /// Updates other replicas relayed before storing them, oldest first.
+    unconfirmed: VecDeque<Unconfirmed>,
+    unconfirmed_bytes: usize,
     /// Presence relayed from other replicas, with when it was last renewed.
     remote_presence: HashMap<ClientID, Instant>,
     /// Local presence changes to relay to other replicas.
@@ -152,11 +201,11 @@ pub(crate) struct Room {
 enum Event {
     Command(Option<RoomCommand>),
     Committed(CommitOutcome),
-    Flush,
     Retry,
     Awareness,
     Linger,
     CatchUp,
+    Unconfirmed,
     Shutdown,
     ShutdownDeadline,
 }
@@ -177,7 +226,8 @@ impl Room {
         handle: RoomHandle,
         rx: mpsc::Receiver<RoomCommand>,
     ) -> Room {
-        let (commit_tx, commit_rx) = mpsc::channel(4);
+        // One batch is in flight at most, so this queue holds one outcome.
+        let (commit_tx, commit_rx) = mpsc::unbounded_channel();
         Room {
             list_id,
             generation,
@@ -192,7 +242,6 @@ impl Room {
             pending: Vec::new(),
             pending_acks: Vec::new(),
             in_flight: None,
-            flush_at: None,
             retry_at: None,
             awareness_dirty: HashSet::new(),
             awareness_at: None,
@@ -206,6 +255,8 @@ impl Room {
             catch_up_at: None,
             is_catching_up: false,
             catch_up_again: false,
+            unconfirmed: VecDeque::new(),
+            unconfirmed_bytes: 0,
             remote_presence: HashMap::new(),
             awareness_outgoing: HashSet::new(),
             tail_updates: 0,
@@ -231,16 +282,17 @@ impl Room {
         }
         tracing::debug!(seq = self.persisted_seq, "room loaded");
         self.linger_at = Some(Instant::now() + self.ctx.settings.linger());
+        self.maybe_compact();
         loop {
             let event = self.next_event().await;
             match event {
                 Event::Command(Some(command)) => self.on_command(command),
                 Event::Command(None) => break,
                 Event::Committed(outcome) => self.on_committed(outcome),
-                Event::Flush => self.start_flush(),
                 Event::Retry => self.retry_flush(),
                 Event::Awareness => self.flush_awareness(),
                 Event::CatchUp => self.start_catch_up(),
+                Event::Unconfirmed => self.store_unconfirmed(false),
                 Event::Linger => {
                     if self.is_idle()
                         && remove_if_idle(&self.registry, self.list_id, self.generation, &self.rx)
@@ -261,6 +313,11 @@ impl Room {
                     break;
                 }
             }
+            // What arrived while nothing was being written goes to the
+            // committer now; its commit window gathers batches of all lists.
+            if self.in_flight.is_none() && !self.pending.is_empty() {
+                self.start_flush();
+            }
             if self.shutdown_deadline.is_some()
                 && self.pending.is_empty()
                 && self.in_flight.is_none()
@@ -277,6 +334,7 @@ impl Room {
                 break;
             }
         }
+        self.compact_on_unload();
         self.rx.close();
         // Joins that raced with unloading get no answer and retry on a new
         // room, unless the server is stopping or the list is gone.
@@ -297,11 +355,6 @@ impl Room {
 
     async fn next_event(&mut self) -> Event {
         let is_shutting_down = self.shutdown_deadline.is_some();
-        let flush_at = if self.in_flight.is_none() && !self.pending.is_empty() {
-            self.flush_at
-        } else {
-            None
-        };
         let retry_at = self.retry_at;
         let awareness_at = self.awareness_at;
         let linger_at = if is_shutting_down {
@@ -315,6 +368,10 @@ impl Room {
         } else {
             self.catch_up_at
         };
+        let unconfirmed_at = self
+            .unconfirmed
+            .front()
+            .map(|u| u.received_at + LIVE_CONFIRM_TIMEOUT);
         let shutdown = self.ctx.shutdown.clone();
         tokio::select! {
             biased;
@@ -324,11 +381,11 @@ impl Room {
                 None => Event::Command(None),
             },
             command = self.rx.recv() => Event::Command(command),
-            _ = sleep_opt(flush_at) => Event::Flush,
             _ = sleep_opt(retry_at) => Event::Retry,
             _ = sleep_opt(awareness_at) => Event::Awareness,
             _ = sleep_opt(linger_at) => Event::Linger,
             _ = sleep_opt(catch_up_at) => Event::CatchUp,
+            _ = sleep_opt(unconfirmed_at) => Event::Unconfirmed,
             _ = sleep_opt(shutdown_deadline) => Event::ShutdownDeadline,
         }
     }
@@ -392,7 +449,10 @@ impl Room {
     }
 
     fn is_idle(&self) -> bool {
-        self.conns.is_empty() && self.pending.is_empty() && self.in_flight.is_none()
+        self.conns.is_empty()
+            && self.pending.is_empty()
+            && self.in_flight.is_none()
+            && self.unconfirmed.is_empty()
     }
 
     /// Starts the linger timer once nothing is left to do; storing what is
@@ -557,10 +617,11 @@ impl Room {
             self.doc_bytes += delta.len();
             let frame = Bytes::from(protocol::encode_update(delta.clone()));
             self.broadcast(frame, Some(conn));
-            self.pending.push(delta);
-            if self.flush_at.is_none() {
-                self.flush_at = Some(Instant::now() + self.ctx.settings.commit_window());
-            }
+            let live_id = self.publish_live(delta.clone());
+            self.pending.push(PendingUpdate {
+                live_id,
+                update: delta,
+            });
         }
         if wants_ack {
             if self.pending.is_empty() && self.in_flight.is_none() {
@@ -845,20 +906,21 @@ impl Room {
 
     /// Cuts a batch from what is pending and hands it to the committer.
     fn start_flush(&mut self) {
-        self.flush_at = None;
         if self.in_flight.is_some() || self.pending.is_empty() {
             return;
         }
-        let updates = std::mem::take(&mut self.pending);
-        let update = match larder_crdt::state::merge_updates(updates.clone()) {
-            Ok(update) => update,
+        let taken = std::mem::take(&mut self.pending);
+        let live_through = taken.iter().map(|p| p.live_id).max().unwrap_or(0);
+        let updates = taken.iter().map(|p| p.update.clone()).collect();
+        let (update, live_through) = match larder_crdt::state::merge_updates(updates) {
+            Ok(update) => (update, live_through),
             Err(e) => {
                 // Every part came out of our own document; store them apart.
                 tracing::error!(error = %e, "cannot merge a batch; storing its updates one by one");
-                let mut rest = updates.into_iter();
+                let mut rest = taken.into_iter();
                 let first = rest.next().expect("pending is not empty");
                 self.pending = rest.collect();
-                first
+                (first.update, first.live_id)
             }
         };
         let sv = self.doc().transact().state_vector();
@@ -869,6 +931,7 @@ impl Room {
         };
         self.in_flight = Some(InFlight {
             update,
+            live_through,
             ack_conns,
             state_vector: sv,
             attempts: 0,
@@ -887,12 +950,7 @@ impl Room {
             origin: self.ctx.replica_id.to_string(),
             user_id: None,
         };
-        let committer = self.ctx.committer.clone();
-        let results = self.commit_tx.clone();
-        self.ctx.tracker.spawn(async move {
-            let outcome = committer.commit(update).await;
-            let _ = results.send(outcome).await;
-        });
+        self.ctx.committer.submit(update, self.commit_tx.clone());
     }
 
     fn retry_flush(&mut self) {
@@ -918,7 +976,7 @@ impl Room {
                         self.send_to(*conn, protocol::encode_durable_ack(&batch.state_vector));
                     }
                 }
-                self.publish(range.first, range.last, batch.update);
+                self.publish(range, batch.update, batch.live_through);
                 self.maybe_compact();
                 if !self.pending.is_empty() {
                     // More arrived while writing: write it now.
@@ -953,6 +1011,8 @@ impl Room {
         self.is_gone = true;
         self.pending_acks.clear();
         self.pending.clear();
+        self.unconfirmed.clear();
+        self.unconfirmed_bytes = 0;
         let conns: Vec<ConnId> = self.conns.keys().copied().collect();
         for conn in conns {
             self.close_conn(conn, CloseReason::new(close::NOT_FOUND, "list deleted"));
@@ -962,16 +1022,89 @@ impl Room {
 
     /// Relays a committed batch to the other replicas (best effort: they
     /// read what the relay loses from the log).
-    fn publish(&self, first_seq: u64, last_seq: u64, update: Vec<u8>) {
+    fn publish(&self, range: SeqRange, update: Vec<u8>, live_through: u64) {
         self.ctx.relay.publish(Envelope::new(
             self.ctx.replica_id,
             self.list_id,
             Payload::Update {
-                first_seq,
-                last_seq,
+                first_seq: range.first,
+                last_seq: range.last,
                 update,
+                live_through,
             },
         ));
+    }
+
+    /// Relays an update before it is stored, so clients on other replicas
+    /// see it as soon as the ones here do; returns the id it went under.
+    fn publish_live(&self, update: Vec<u8>) -> u64 {
+        let id = next_live_id();
+        self.ctx.relay.publish(Envelope::new(
+            self.ctx.replica_id,
+            self.list_id,
+            Payload::Live { id, update },
+        ));
+        id
+    }
+
+    /// Keeps an update another replica relayed before storing it, until
+    /// that replica confirms it stored it.
+    fn keep_unconfirmed(&mut self, origin: Uuid, id: u64, update: Vec<u8>) {
+        self.unconfirmed_bytes += update.len();
+        self.unconfirmed.push_back(Unconfirmed {
+            origin,
+            id,
+            received_at: Instant::now(),
+            update,
+        });
+        while self.unconfirmed.len() > MAX_UNCONFIRMED
+            || self.unconfirmed_bytes > MAX_UNCONFIRMED_BYTES
+        {
+            self.adopt_oldest_unconfirmed();
+        }
+    }
+
+    /// `origin` stored every update it relayed to this list up to `through`.
+    fn confirm(&mut self, origin: Uuid, through: u64) {
+        if through == 0 || self.unconfirmed.is_empty() {
+            return;
+        }
+        let mut bytes = 0;
+        self.unconfirmed.retain(|u| {
+            let keep = u.origin != origin || u.id > through;
+            if !keep {
+                bytes += u.update.len();
+            }
+            keep
+        });
+        self.unconfirmed_bytes -= bytes;
+    }
+
+    /// Stores the relayed updates whose origin did not confirm them in time
+    /// (all of them when `all`): the origin may have died before storing
+    /// them, and this document (and its clients) already hold them, so no
+    /// client would upload them again.
+    fn store_unconfirmed(&mut self, all: bool) {
+        let now = Instant::now();
+        while let Some(front) = self.unconfirmed.front() {
+            if !all && front.received_at + LIVE_CONFIRM_TIMEOUT > now {
+                break;
+            }
+            self.adopt_oldest_unconfirmed();
+        }
+    }
+
+    fn adopt_oldest_unconfirmed(&mut self) {
+        let Some(oldest) = self.unconfirmed.pop_front() else {
+            return;
+        };
+        self.unconfirmed_bytes -= oldest.update.len();
+        metrics::counter!("larder_relay_live_adopted_total").increment(1);
+        tracing::debug!(origin = %oldest.origin, id = oldest.id, "storing a relayed update its origin did not confirm");
+        self.pending.push(PendingUpdate {
+            live_id: 0,
+            update: oldest.update,
+        });
     }
 
     fn on_relayed(&mut self, envelope: Envelope) {
@@ -984,7 +1117,9 @@ impl Room {
                 first_seq,
                 last_seq,
                 update,
+                live_through,
             } => {
+                self.confirm(envelope.origin, live_through);
                 if last_seq <= self.applied_seq || first_seq == 0 || first_seq > last_seq {
                     return;
                 }
@@ -1010,6 +1145,14 @@ impl Room {
                 }
                 self.advance();
             }
+            Payload::Live { id, update } => {
+                // Unsequenced: `applied_seq` moves only with the stored batch
+                // that follows, which then adds nothing new.
+                self.apply_remote(&update);
+                self.keep_unconfirmed(envelope.origin, id, update);
+                metrics::histogram!("larder_relay_lag_seconds", "kind" => "live")
+                    .record(larder_relay::seconds_since(sent_at_micros));
+            }
             Payload::Awareness { update } => self.on_relayed_awareness(&update),
         }
     }
@@ -1034,7 +1177,7 @@ impl Room {
                 self.held_bytes -= held.update.len();
                 if held.last_seq > self.applied_seq {
                     self.apply_remote(&held.update);
-                    metrics::histogram!("larder_relay_lag_seconds")
+                    metrics::histogram!("larder_relay_lag_seconds", "kind" => "stored")
                         .record(larder_relay::seconds_since(held.sent_at_micros));
                     self.tail_updates += held.last_seq - self.applied_seq;
                     self.tail_bytes += held.update.len() as u64;
@@ -1195,6 +1338,28 @@ impl Room {
         });
     }
 
+    /// Folds a tail worth folding before the room goes, so the list's next
+    /// load (here or on another replica, after a restart) reads a snapshot.
+    fn compact_on_unload(&self) {
+        if self.is_compacting || self.is_gone || self.tail_updates < UNLOAD_COMPACTION_MIN_UPDATES {
+            return;
+        }
+        let store = self.ctx.store.clone();
+        let list_id = self.list_id;
+        let limit = if self.ctx.shutdown.is_cancelled() {
+            SHUTDOWN_COMPACTION_LIMIT
+        } else {
+            Duration::MAX
+        };
+        self.ctx.tracker.spawn(async move {
+            match tokio::time::timeout(limit, super::compaction::compact(store, list_id)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(%list_id, error = %e, "compaction failed"),
+                Err(_) => tracing::info!(%list_id, "compaction left for later: shutting down"),
+            }
+        });
+    }
+
     fn begin_shutdown(&mut self) {
         // What connections handed over before the shutdown is applied and
         // stored too (a client that already left could not resend it).
@@ -1220,6 +1385,9 @@ impl Room {
                 metrics::gauge!("larder_connections").decrement(1.0);
             }
         }
+        // This replica stores what others relayed and did not confirm yet:
+        // its clients hold it and would not upload it again.
+        self.store_unconfirmed(true);
         if self.in_flight.is_none() && !self.pending.is_empty() {
             self.start_flush();
         }
