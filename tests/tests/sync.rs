@@ -231,6 +231,50 @@ async fn an_idle_connection_receives_keepalive_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_unloading_with_a_long_tail_is_compacted_so_the_next_load_reads_a_snapshot() {
+    use larder_storage::Store;
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn_with(db.url(), |c| {
+        c.rooms.linger_ms = 100;
+        c.rooms.commit_window_ms = 0;
+    })
+    .await;
+    let list = Uuid::new_v4();
+    let mut client = app.connect(list).await;
+    // One stored batch per edit: each waits until the one before is stored.
+    for i in 0..40 {
+        add_item(&client, &format!("item {i}"));
+        wait_stored(db.url(), list, &client.snapshot()).await;
+    }
+    let store = store(db.url()).await;
+    let before = store.load_doc(list).await.expect("load");
+    assert!(
+        before.tail.len() >= 32 && before.snapshot.is_none(),
+        "below the compaction threshold and longer than the unload one: {} batches",
+        before.tail.len()
+    );
+    let expected = client.snapshot();
+    client.disconnect().await;
+
+    eventually(
+        "the unloaded list was compacted",
+        Duration::from_secs(10),
+        || async {
+            let stored = store.load_doc(list).await.expect("load");
+            stored.tail.is_empty()
+                && stored
+                    .snapshot
+                    .is_some_and(|s| s.up_to_seq == before.head_seq)
+        },
+    )
+    .await;
+    assert_eq!(stored_snapshot(db.url(), list).await, expected);
+    let fresh = app.connect(list).await;
+    assert_eq!(fresh.snapshot(), expected);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_list_unloads_after_lingering_and_reloads_from_storage() {
     use larder_storage::{NewUpdate, Store};
     let db = TestDatabase::create().await;
