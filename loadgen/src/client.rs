@@ -83,6 +83,9 @@ pub struct Client {
     peers: Arc<ListPeers>,
     cursors: Vec<usize>,
     own_items: Vec<String>,
+    /// Items this client keeps at most; beyond it an add clears the oldest
+    /// item instead, as a family clears what it bought (0: never).
+    max_items: usize,
     stats: Arc<Stats>,
     socket: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
@@ -116,6 +119,7 @@ impl Client {
             peers,
             cursors,
             own_items: Vec::new(),
+            max_items: 0,
             stats,
             socket,
             edits_made: 0,
@@ -222,12 +226,17 @@ impl Client {
     }
 
     /// One realistic edit: add an item (with its send time in the note),
-    /// change a quantity, or toggle a status.
+    /// change a quantity, or toggle a status; with a `max_items` and a full
+    /// list, clear the oldest item instead of adding one.
     fn edit(&mut self) -> Vec<u8> {
         let mut rng = rand::rng();
         let roll = rng.random_range(0..10);
         let mut txn = self.doc.transact_mut();
-        if self.own_items.is_empty() || roll < 4 {
+        let is_full = self.max_items > 0 && self.own_items.len() >= self.max_items;
+        if is_full && roll < 4 {
+            let id = self.own_items.remove(0);
+            self.list.remove_item(&mut txn, &id);
+        } else if self.own_items.is_empty() || roll < 4 {
             let id = uuid::Uuid::new_v4().to_string();
             let item = NewItem {
                 id: id.clone(),
@@ -318,7 +327,8 @@ impl Client {
     /// socket takes them (building a long history), waits until the server
     /// applied them all, then closes; returns the items the list holds. The
     /// server stores them all at the latest when it stops gracefully.
-    pub async fn write_history(mut self, count: usize) -> anyhow::Result<usize> {
+    pub async fn write_history(mut self, count: usize, max_items: usize) -> anyhow::Result<usize> {
+        self.max_items = max_items;
         for _ in 0..count {
             let update = self.edit();
             self.socket

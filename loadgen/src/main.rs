@@ -86,6 +86,12 @@ struct Args {
     #[arg(long, default_value_t = 10_000)]
     history: usize,
 
+    /// `coldload-build`: items the list holds at most; beyond it, adding
+    /// clears the oldest item first, as a family clears what it bought
+    /// (0: never clear, the list only grows).
+    #[arg(long, default_value_t = 100)]
+    max_items: usize,
+
     /// `coldload-build` writes the lists here; `coldload` reads them.
     #[arg(long, default_value = "coldload-lists.json")]
     lists_file: String,
@@ -354,7 +360,7 @@ async fn coldload_build(args: &Args) -> anyhow::Result<Value> {
             senders: vec![SenderLog::new(doc.client_id())],
         });
         let client = Client::connect(&args.url(0, list), 0, doc, peers, stats.clone()).await?;
-        let items = client.write_history(args.history).await?;
+        let items = client.write_history(args.history, args.max_items).await?;
         lists.push(json!({ "list": list, "items": items }));
     }
     let built = json!({ "history": args.history, "lists": lists });
@@ -363,6 +369,7 @@ async fn coldload_build(args: &Args) -> anyhow::Result<Value> {
         "mode": "coldload-build",
         "lists": args.lists,
         "edits_per_list": args.history,
+        "max_items": args.max_items,
         "seconds": started.elapsed().as_secs_f64(),
         "lists_file": args.lists_file,
     }))

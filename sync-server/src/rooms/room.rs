@@ -33,9 +33,11 @@ const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// A room unloading with at least this many batches after the last snapshot
-/// compacts, so the next load reads a snapshot instead of replaying them.
+/// A room unloading with at least this many batches (or bytes of them) after
+/// the last snapshot compacts, so the next load reads a snapshot instead of
+/// replaying them. Batches merge many edits, so bytes count as well.
 const UNLOAD_COMPACTION_MIN_UPDATES: u64 = 32;
+const UNLOAD_COMPACTION_MIN_BYTES: u64 = 64 * 1024;
 /// How long compactions started by a shutdown may hold it up.
 const SHUTDOWN_COMPACTION_LIMIT: Duration = Duration::from_secs(5);
 
@@ -1341,7 +1343,11 @@ impl Room {
     /// Folds a tail worth folding before the room goes, so the list's next
     /// load (here or on another replica, after a restart) reads a snapshot.
     fn compact_on_unload(&self) {
-        if self.is_compacting || self.is_gone || self.tail_updates < UNLOAD_COMPACTION_MIN_UPDATES {
+        if self.is_compacting
+            || self.is_gone
+            || (self.tail_updates < UNLOAD_COMPACTION_MIN_UPDATES
+                && self.tail_bytes < UNLOAD_COMPACTION_MIN_BYTES)
+        {
             return;
         }
         let store = self.ctx.store.clone();
