@@ -57,7 +57,7 @@ async fn upgrade(
         // only stops what is far beyond it.
         .max_message_size(limits.max_message_bytes.saturating_mul(2).max(64 * 1024))
         .max_frame_size(limits.max_message_bytes.saturating_mul(2).max(64 * 1024))
-        .read_buffer_size(4 * 1024)
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(0);
     let rooms = state.rooms.clone();
     let tracker = state.tracker.clone();
