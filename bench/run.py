@@ -19,6 +19,11 @@ Scenarios (DESIGN.md §14, issue "Load generator and performance"):
   coldload  lists built from 10,000 edits each (holding at most 100 items,
             and again never clearing any); a fresh client's first full
             state after a server restart
+  ramp-one  ramp on one replica
+  fanout-ywebsocket, ramp-ywebsocket
+            fanout and ramp-one against the y-websocket reference server
+            (Node, bench/ywebsocket, installed with npm on first use; it
+            keeps documents in memory and stores nothing)
 """
 
 import json
@@ -116,6 +121,35 @@ class Server:
         self.proc.wait(timeout=60)
 
 
+class YWebsocketServer:
+    """The y-websocket reference server (Node, documents in memory only)."""
+
+    def __init__(self):
+        directory = ROOT / "bench" / "ywebsocket"
+        if not (directory / "node_modules").exists():
+            subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=directory, check=True)
+        self.port = free_port()
+        env = dict(os.environ, HOST="127.0.0.1", PORT=str(self.port))
+        self.proc = subprocess.Popen(
+            ["node", str(directory / "node_modules" / "y-websocket" / "bin" / "server.cjs")],
+            env=env, stdout=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("y-websocket server did not start")
+
+    def url(self):
+        return f"ws://127.0.0.1:{self.port}/{{list}}"
+
+    cpu_seconds = Server.cpu_seconds
+    memory_kib = Server.memory_kib
+    stop = Server.stop
+
+
 def loadgen(urls, *args, stderr_line=None, on_line=None):
     cmd = [str(TARGET / "larder-loadgen")]
     for url in urls:
@@ -135,20 +169,21 @@ def loadgen(urls, *args, stderr_line=None, on_line=None):
     return json.loads(out)
 
 
-def measured(servers, run):
+def measured(servers, run, database=True):
     """Runs `run` and adds the servers' CPU seconds and peak RSS."""
     cpu_before = [s.cpu_seconds() for s in servers]
-    tx_before = committed_transactions()
+    tx_before = committed_transactions() if database else 0
     report = run()
-    time.sleep(1.0)  # pg_stat_database lags a little
     report["server_cpu_seconds"] = [s.cpu_seconds() - c for s, c in zip(servers, cpu_before)]
     report["server_peak_rss_kib"] = [s.memory_kib("VmHWM") for s in servers]
-    report["postgres_transactions"] = committed_transactions() - tx_before
     edits = report.get("edits_sent")
     if edits:
-        cpu = sum(report["server_cpu_seconds"])
-        report["server_cpu_us_per_edit"] = cpu / edits * 1e6
-        report["edits_per_postgres_transaction"] = edits / max(report["postgres_transactions"], 1)
+        report["server_cpu_us_per_edit"] = sum(report["server_cpu_seconds"]) / edits * 1e6
+    if database:
+        time.sleep(1.0)  # pg_stat_database lags a little
+        report["postgres_transactions"] = committed_transactions() - tx_before
+        if edits:
+            report["edits_per_postgres_transaction"] = edits / max(report["postgres_transactions"], 1)
     return report
 
 
@@ -159,6 +194,41 @@ def fanout():
         return measured([server], lambda: loadgen(
             [server.url()], "--mode", "fixed", "--lists", 50, "--clients", 4,
             "--rate", 1000, "--duration", 20))
+    finally:
+        server.stop()
+
+
+def fanout_ywebsocket():
+    """fanout against the y-websocket reference server, for comparison."""
+    server = YWebsocketServer()
+    try:
+        return measured([server], lambda: loadgen(
+            [server.url()], "--mode", "fixed", "--lists", 50, "--clients", 4,
+            "--rate", 1000, "--duration", 20), database=False)
+    finally:
+        server.stop()
+
+
+def ramp_ywebsocket():
+    """ramp on one y-websocket reference server (it has no replicas)."""
+    server = YWebsocketServer()
+    try:
+        return measured([server], lambda: loadgen(
+            [server.url()], "--mode", "ramp", "--lists", 50, "--clients", 4,
+            "--rate", 1000, "--ramp-factor", 1.5, "--duration", 5, "--warmup", 1),
+            database=False)
+    finally:
+        server.stop()
+
+
+def ramp_one():
+    """ramp on one Larder replica, to compare with ramp_ywebsocket."""
+    fresh_database()
+    server = Server()
+    try:
+        return measured([server], lambda: loadgen(
+            [server.url()], "--mode", "ramp", "--lists", 50, "--clients", 4,
+            "--rate", 1000, "--ramp-factor", 1.5, "--duration", 5, "--warmup", 1))
     finally:
         server.stop()
 
@@ -250,7 +320,16 @@ def coldload():
     return report
 
 
-SCENARIOS = {"fanout": fanout, "cross": cross, "ramp": ramp, "idle": idle, "coldload": coldload}
+SCENARIOS = {
+    "fanout": fanout,
+    "cross": cross,
+    "ramp": ramp,
+    "idle": idle,
+    "coldload": coldload,
+    "ramp-one": ramp_one,
+    "fanout-ywebsocket": fanout_ywebsocket,
+    "ramp-ywebsocket": ramp_ywebsocket,
+}
 
 
 def main():

@@ -108,7 +108,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
             reason = control.closed() => break Some(reason),
             frame = outbound.recv() => match frame {
                 Some(Outbound::Frame(bytes)) => {
-                    match tokio::time::timeout(SEND_TIMEOUT, sink.send(WsMessage::Binary(bytes))).await {
+                    match tokio::time::timeout(SEND_TIMEOUT, send_queued(&mut sink, bytes, &mut outbound)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break None,
                         // The peer stopped reading altogether.
@@ -200,6 +200,29 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
         .await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+}
+
+/// Most queued frames written with one flush.
+const FRAMES_PER_FLUSH: usize = 64;
+
+/// Writes `first` and whatever else is queued already, then flushes once:
+/// under load one system call carries many frames.
+async fn send_queued<S>(
+    sink: &mut S,
+    first: bytes::Bytes,
+    outbound: &mut mpsc::Receiver<Outbound>,
+) -> Result<(), axum::Error>
+where
+    S: futures_util::Sink<WsMessage, Error = axum::Error> + Unpin,
+{
+    sink.feed(WsMessage::Binary(first)).await?;
+    for _ in 1..FRAMES_PER_FLUSH {
+        match outbound.try_recv() {
+            Ok(Outbound::Frame(bytes)) => sink.feed(WsMessage::Binary(bytes)).await?,
+            Err(_) => break,
+        }
+    }
+    sink.flush().await
 }
 
 /// A read error caused by the size limit still gets its close code.

@@ -58,7 +58,9 @@ async fn upgrade(
         .max_message_size(limits.max_message_bytes.saturating_mul(2).max(64 * 1024))
         .max_frame_size(limits.max_message_bytes.saturating_mul(2).max(64 * 1024))
         .read_buffer_size(2 * 1024)
-        .write_buffer_size(0);
+        // Frames fed together go out in one write (see `connection`); a
+        // lone frame is flushed at once.
+        .write_buffer_size(16 * 1024);
     let rooms = state.rooms.clone();
     let tracker = state.tracker.clone();
     Ok(ws
