@@ -187,74 +187,51 @@ def measured(servers, run, database=True):
     return report
 
 
-def fanout():
-    fresh_database()
-    server = Server()
+# The standard loads: 50 lists x 4 clients, at 1,000 edits/s for 20 s, or
+# ramping from 1,000 edits/s by 1.5x per 5 s step.
+FIXED = ["--mode", "fixed", "--lists", 50, "--clients", 4, "--rate", 1000, "--duration", 20]
+RAMP = ["--mode", "ramp", "--lists", 50, "--clients", 4, "--rate", 1000,
+        "--ramp-factor", 1.5, "--duration", 5, "--warmup", 1]
+
+
+def run_load(make_servers, load, database=True):
+    """Starts the servers, runs the load over all of them, stops them."""
+    if database:
+        fresh_database()
+    servers = make_servers()
     try:
-        return measured([server], lambda: loadgen(
-            [server.url()], "--mode", "fixed", "--lists", 50, "--clients", 4,
-            "--rate", 1000, "--duration", 20))
+        return measured(servers, lambda: loadgen([s.url() for s in servers], *load),
+                        database=database)
     finally:
-        server.stop()
+        for s in servers:
+            s.stop()
+
+
+def fanout():
+    return run_load(lambda: [Server()], FIXED)
 
 
 def fanout_ywebsocket():
     """fanout against the y-websocket reference server, for comparison."""
-    server = YWebsocketServer()
-    try:
-        return measured([server], lambda: loadgen(
-            [server.url()], "--mode", "fixed", "--lists", 50, "--clients", 4,
-            "--rate", 1000, "--duration", 20), database=False)
-    finally:
-        server.stop()
+    return run_load(lambda: [YWebsocketServer()], FIXED, database=False)
 
 
 def ramp_ywebsocket():
     """ramp on one y-websocket reference server (it has no replicas)."""
-    server = YWebsocketServer()
-    try:
-        return measured([server], lambda: loadgen(
-            [server.url()], "--mode", "ramp", "--lists", 50, "--clients", 4,
-            "--rate", 1000, "--ramp-factor", 1.5, "--duration", 5, "--warmup", 1),
-            database=False)
-    finally:
-        server.stop()
+    return run_load(lambda: [YWebsocketServer()], RAMP, database=False)
 
 
 def ramp_one():
     """ramp on one Larder replica, to compare with ramp_ywebsocket."""
-    fresh_database()
-    server = Server()
-    try:
-        return measured([server], lambda: loadgen(
-            [server.url()], "--mode", "ramp", "--lists", 50, "--clients", 4,
-            "--rate", 1000, "--ramp-factor", 1.5, "--duration", 5, "--warmup", 1))
-    finally:
-        server.stop()
+    return run_load(lambda: [Server()], RAMP)
 
 
 def cross():
-    fresh_database()
-    servers = [Server(redis=True), Server(redis=True)]
-    try:
-        return measured(servers, lambda: loadgen(
-            [s.url() for s in servers], "--mode", "fixed", "--lists", 50, "--clients", 4,
-            "--rate", 1000, "--duration", 20))
-    finally:
-        for s in servers:
-            s.stop()
+    return run_load(lambda: [Server(redis=True), Server(redis=True)], FIXED)
 
 
 def ramp():
-    fresh_database()
-    servers = [Server(redis=True), Server(redis=True)]
-    try:
-        return measured(servers, lambda: loadgen(
-            [s.url() for s in servers], "--mode", "ramp", "--lists", 50, "--clients", 4,
-            "--rate", 1000, "--ramp-factor", 1.5, "--duration", 5, "--warmup", 1))
-    finally:
-        for s in servers:
-            s.stop()
+    return run_load(lambda: [Server(redis=True), Server(redis=True)], RAMP)
 
 
 def idle_run(lists, clients):
