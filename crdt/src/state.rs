@@ -22,6 +22,14 @@ where
     Ok(())
 }
 
+/// A v1 update that changes nothing (no structs, empty delete set).
+pub const EMPTY_UPDATE: [u8; 2] = [0, 0];
+
+/// Whether a v1 update changes nothing.
+pub fn is_empty_update(update: &[u8]) -> bool {
+    update == EMPTY_UPDATE
+}
+
 /// Merges updates into one (Yjs `mergeUpdates`); a batch of one is returned
 /// as it is.
 pub fn merge_updates(mut updates: Vec<Vec<u8>>) -> Result<Vec<u8>, CrdtError> {

@@ -76,6 +76,10 @@ pub enum Payload {
     /// itself if that never comes (the origin died): applying or storing an
     /// update twice is harmless.
     Live { id: u64, update: Vec<u8> },
+    /// Access to the list changed: every replica closes the sockets of
+    /// `user` on it (they must authorize again), or of everyone when `user`
+    /// is `None` (the list was deleted).
+    Revoke { user: Option<Uuid> },
 }
 
 impl Envelope {

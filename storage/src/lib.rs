@@ -11,10 +11,12 @@
 //! - compaction by one process at a time per list (a lease on the list's
 //!   row), never deleting an update the new snapshot does not cover.
 //!
-//! Modules: [`postgres`] (the implementation, migrations embedded from
+//! Modules: [`directory`] (accounts, families, list rows, idempotency
+//! keys), [`postgres`] (the implementation, migrations embedded from
 //! `migrations/postgres`), [`testing`] (a throw-away database per test).
 #![forbid(unsafe_code)]
 
+pub mod directory;
 pub mod postgres;
 pub mod testing;
 

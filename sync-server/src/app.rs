@@ -4,9 +4,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use larder_storage::Store;
+use larder_storage::directory::Directory;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
+use crate::ratelimit::RateLimiter;
 use crate::rooms::Rooms;
 use crate::routes;
 
@@ -17,12 +20,24 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub rooms: Rooms,
     pub tracker: TaskTracker,
+    /// Accounts, families, list rows.
+    pub directory: Directory,
+    pub tokens: Arc<TokenKeys>,
+    pub limiter: RateLimiter,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::health::router())
         .merge(routes::sync::router())
+        .merge(crate::api::router())
         .fallback(|| async { crate::error::ApiError::NotFound })
+        .method_not_allowed_fallback(|| async {
+            crate::error::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
         .with_state(state)
 }

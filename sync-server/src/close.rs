@@ -35,5 +35,8 @@ pub const NOT_FOUND: u16 = 4404;
 pub const MESSAGE_TOO_LARGE: u16 = 4413;
 /// The document would grow past the configured limit.
 pub const DOCUMENT_TOO_LARGE: u16 = 4414;
+/// The access token expired while the socket was open: refresh it and
+/// reconnect (not a refusal; the client did nothing wrong).
+pub const TOKEN_EXPIRED: u16 = 4440;
 /// The connection sent messages faster than its rate limit.
 pub const RATE_LIMITED: u16 = 4429;

@@ -43,6 +43,12 @@ pub struct Config {
 
     #[command(flatten)]
     pub relay: RelayConfig,
+
+    #[command(flatten)]
+    pub auth: AuthConfig,
+
+    #[command(flatten)]
+    pub rate_limits: RateLimitConfig,
 }
 
 impl Config {
@@ -75,7 +81,9 @@ impl Config {
             "listen={} database_url={} db_max_connections={} max_message_bytes={} max_doc_bytes={} \
              messages_per_second={} message_burst={} outbound_queue={} linger_ms={} commit_window_ms={} \
              compaction_max_updates={} compaction_max_bytes={} keepalive_ms={} awareness_coalesce_ms={} \
-             redis_url={} replica_id={} catchup_interval_ms={} gap_grace_ms={}",
+             redis_url={} replica_id={} catchup_interval_ms={} gap_grace_ms={} jwt_secret={} data_dir={} \
+             access_token_ttl_secs={} refresh_token_ttl_days={} invitation_ttl_hours={} \
+             auth_per_minute={} login_per_minute={} writes_per_minute={} trust_forwarded_for={}",
             self.listen,
             redact_url(&self.database.database_url),
             self.database.db_max_connections,
@@ -99,6 +107,19 @@ impl Config {
                 .map_or_else(|| "random".to_owned(), |id| id.to_string()),
             self.relay.catchup_interval_ms,
             self.relay.gap_grace_ms,
+            if self.auth.jwt_secret.is_some() {
+                "configured"
+            } else {
+                "dev secret from the data directory"
+            },
+            self.auth.data_dir.display(),
+            self.auth.access_token_ttl_secs,
+            self.auth.refresh_token_ttl_days,
+            self.auth.invitation_ttl_hours,
+            self.rate_limits.auth_per_minute,
+            self.rate_limits.login_per_minute,
+            self.rate_limits.writes_per_minute,
+            self.rate_limits.trust_forwarded_for,
         )
     }
 }
@@ -226,6 +247,68 @@ impl RelayConfig {
     }
 }
 
+/// Accounts and tokens.
+#[derive(Debug, Clone, Args)]
+pub struct AuthConfig {
+    /// Secret signing access tokens (HS256), at least 32 bytes; every
+    /// replica needs the same one. Unset: a secret is generated once and
+    /// kept in the data directory (fine for one machine, logged as a warning).
+    #[arg(long, env = "LARDER_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Directory for local state (the generated development secret).
+    #[arg(long, env = "LARDER_DATA_DIR", default_value = "./larder-data")]
+    pub data_dir: std::path::PathBuf,
+
+    /// Lifetime of access tokens; a socket open when its token expires is
+    /// closed with 4440 so the client refreshes and reconnects.
+    #[arg(long, env = "LARDER_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+
+    /// Lifetime of refresh tokens.
+    #[arg(long, env = "LARDER_REFRESH_TOKEN_TTL_DAYS", default_value_t = 30)]
+    pub refresh_token_ttl_days: u64,
+
+    /// Lifetime of family invitation codes.
+    #[arg(long, env = "LARDER_INVITATION_TTL_HOURS", default_value_t = 72)]
+    pub invitation_ttl_hours: u64,
+}
+
+impl AuthConfig {
+    pub fn access_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.access_token_ttl_secs.max(1))
+    }
+    pub fn refresh_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl_days.max(1) * 86_400)
+    }
+    pub fn invitation_ttl(&self) -> Duration {
+        Duration::from_secs(self.invitation_ttl_hours.max(1) * 3_600)
+    }
+}
+
+/// Request rate limits, held in Redis when `REDIS_URL` is set (shared by
+/// all replicas), else in memory.
+#[derive(Debug, Clone, Args)]
+pub struct RateLimitConfig {
+    /// Requests per minute one IP address may make to the account routes
+    /// (sign-up, login, refresh, invitations), in bursts of as many.
+    #[arg(long, env = "LARDER_AUTH_PER_MINUTE", default_value_t = 30)]
+    pub auth_per_minute: u32,
+
+    /// Login attempts per minute against one account, whatever the address.
+    #[arg(long, env = "LARDER_LOGIN_PER_MINUTE", default_value_t = 10)]
+    pub login_per_minute: u32,
+
+    /// Writing requests per minute of one user.
+    #[arg(long, env = "LARDER_WRITES_PER_MINUTE", default_value_t = 300)]
+    pub writes_per_minute: u32,
+
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy
+    /// that sets it).
+    #[arg(long, env = "LARDER_TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+}
+
 /// `url` with any password replaced by `***`.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
@@ -259,8 +342,10 @@ mod tests {
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         let mut config = Config::with_database_url("postgres://u:hunter2@h/db");
         config.relay.redis_url = Some("redis://:hunter3@h:6379".into());
+        config.auth.jwt_secret = Some("hunter4-hunter4-hunter4-hunter4-hunter4".into());
         let described = config.describe();
         assert!(!described.contains("hunter2") && !described.contains("hunter3"));
+        assert!(!described.contains("hunter4"));
     }
 
     #[test]

@@ -26,6 +26,10 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionOptions {
     pub access: Access,
+    /// The account the connection speaks for.
+    pub user_id: Option<Uuid>,
+    /// When its token expires: the connection is closed then with 4440.
+    pub expires_at: Option<Instant>,
     /// The client asked for durable acknowledgements (`?ack=1`).
     pub wants_ack: bool,
 }
@@ -73,6 +77,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
             outbound: outbound_tx.clone(),
             control: control.clone(),
             access: options.access,
+            user_id: options.user_id,
             wants_ack: options.wants_ack,
         };
         match room.join(joiner).await {
@@ -102,6 +107,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
     let mut last_sent = Instant::now();
     let mut last_received = Instant::now();
     let silence_limit = keepalive * 3;
+    let expires_at = options.expires_at;
 
     let reason: Option<CloseReason> = loop {
         tokio::select! {
@@ -153,6 +159,17 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
                     WsMessage::Close(_) => break None,
                     WsMessage::Ping(_) | WsMessage::Pong(_) => {}
                 }
+            }
+            _ = sleep_opt(expires_at) => {
+                // The exchange in progress is finished: what the room queued
+                // for us goes out, then the close asks for a fresh token.
+                while let Ok(Outbound::Frame(bytes)) = outbound.try_recv() {
+                    if !matches!(tokio::time::timeout(SEND_TIMEOUT, sink.feed(WsMessage::Binary(bytes))).await, Ok(Ok(()))) {
+                        break;
+                    }
+                }
+                let _ = tokio::time::timeout(SEND_TIMEOUT, sink.flush()).await;
+                break Some(CloseReason::new(close::TOKEN_EXPIRED, "access token expired: refresh it and reconnect"));
             }
             _ = ticker.tick() => {
                 if last_received.elapsed() > silence_limit {
@@ -235,6 +252,13 @@ fn too_large_or_none(error: &axum::Error, limit: usize) -> Option<CloseReason> {
         ))
     } else {
         None
+    }
+}
+
+async fn sleep_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

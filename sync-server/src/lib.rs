@@ -4,19 +4,23 @@
 //! listener and a shutdown token, so tests start real servers in-process.
 //!
 //! - [`config`]: flags and environment variables.
-//! - [`app`] and [`routes`]: HTTP (health, the sync endpoint).
+//! - [`app`] and [`routes`]: HTTP (health, the sync endpoint); [`api`]:
+//!   the REST API (accounts, families, lists, OpenAPI).
 //! - [`connection`]: one WebSocket connection and its limits.
 //! - [`rooms`]: one actor per open list, the group committer, compaction.
-//! - [`auth`]: what a token grants on a list.
+//! - [`auth`]: passwords, tokens, what a token grants on a list;
+//!   [`ratelimit`]: request rate limits.
 //! - [`close`]: the WebSocket close codes.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod app;
 pub mod auth;
 pub mod close;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod ratelimit;
 pub mod rooms;
 pub mod routes;
 pub mod telemetry;
@@ -72,7 +76,15 @@ pub async fn run_with_relay(
     shutdown: CancellationToken,
     relay: Arc<dyn Relay>,
 ) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::new(open_store(&config.database).await?);
+    let tokens = Arc::new(auth::tokens::TokenKeys::load(
+        config.auth.jwt_secret.as_deref(),
+        &config.auth.data_dir,
+    )?);
+    let limiter = ratelimit::RateLimiter::new(config.relay.redis_url.as_deref())
+        .context("invalid REDIS_URL")?;
+    let pg = open_store(&config.database).await?;
+    let directory = larder_storage::directory::Directory::new(pg.pool().clone());
+    let store: Arc<dyn Store> = Arc::new(pg);
     let replica_id = config.relay.replica_id.unwrap_or_else(Uuid::now_v7);
     // Installed before anything records, so nothing is lost.
     let _ = telemetry::metrics();
@@ -96,6 +108,9 @@ pub async fn run_with_relay(
         store,
         rooms,
         tracker: tracker.clone(),
+        directory,
+        tokens,
+        limiter,
     };
     tracing::info!(addr = %listener.local_addr()?, %replica_id, "larder listening");
     // Small frames go out at once: Nagle's algorithm meeting delayed ACKs
@@ -105,7 +120,8 @@ pub async fn run_with_relay(
             tracing::debug!(error = %e, "cannot disable Nagle's algorithm");
         }
     });
-    axum::serve(listener, app::router(state))
+    let app = app::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("server failed")?;

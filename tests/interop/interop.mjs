@@ -2,7 +2,7 @@
 // list concurrently, one of them goes offline and back, and both must
 // converge. Prints the converged items as JSON on stdout.
 //
-// usage: node interop.mjs <ws://host:port/v1/sync> <list-id> [<ws://second-replica/v1/sync>]
+// usage: LARDER_TOKEN=<access token> node interop.mjs <ws://host:port/v1/sync> <list-id> [<ws://second-replica/v1/sync>]
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
@@ -21,7 +21,9 @@ function client (server, name) {
   const provider = new WebsocketProvider(server, listId, doc, {
     WebSocketPolyfill: WebSocket,
     disableBc: true,
-    params: { token: `interop-${name}` }
+    // How a browser or Node client passes its access token: y-websocket
+    // appends params to the URL (?token=...).
+    params: { token: process.env.LARDER_TOKEN ?? '' }
   })
   provider.awareness.setLocalStateField('user', { name })
   return { doc, provider, items: doc.getMap('items'), name }

@@ -31,6 +31,8 @@ pub use larder_storage::testing::TestDatabase;
 pub struct TestApp {
     pub addr: SocketAddr,
     pub database_url: String,
+    http: reqwest::Client,
+    owner: tokio::sync::OnceCell<Owner>,
     shutdown: CancellationToken,
     done: Option<oneshot::Receiver<anyhow::Result<()>>>,
     kill: Option<oneshot::Sender<()>>,
@@ -75,6 +77,12 @@ impl TestApp {
         configure: impl FnOnce(&mut Config),
     ) -> TestApp {
         let mut config = Config::with_database_url(database_url);
+        config.auth.jwt_secret = Some(TEST_JWT_SECRET.to_owned());
+        // Tests share one address and one Redis: the limits are tested
+        // where they are lowered on purpose.
+        config.rate_limits.auth_per_minute = 100_000;
+        config.rate_limits.login_per_minute = 100_000;
+        config.rate_limits.writes_per_minute = 1_000_000;
         configure(&mut config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
         listener
@@ -125,6 +133,8 @@ impl TestApp {
         let app = TestApp {
             addr,
             database_url: database_url.to_owned(),
+            http: reqwest::Client::new(),
+            owner: tokio::sync::OnceCell::new(),
             shutdown,
             done: Some(done),
             kill: Some(kill),
@@ -139,9 +149,190 @@ impl TestApp {
         app
     }
 
-    /// `ws://.../v1/sync/{list_id}`.
-    pub fn sync_url(&self, list_id: Uuid) -> String {
-        format!("ws://{}/v1/sync/{list_id}", self.addr)
+    /// `ws://.../v1/sync/{list_id}?token=...` for the list `list_id`,
+    /// created (with that id) in the test owner's family if it does not
+    /// exist yet.
+    pub async fn sync_url(&self, list_id: Uuid) -> String {
+        self.ensure_list(list_id).await;
+        let owner = self.owner().await;
+        self.sync_url_with(list_id, Some(&owner.access_token))
+    }
+
+    /// `ws://.../v1/sync/{list_id}`, with `?token=` when one is given.
+    pub fn sync_url_with(&self, list_id: Uuid, token: Option<&str>) -> String {
+        match token {
+            Some(token) => format!("ws://{}/v1/sync/{list_id}?token={token}", self.addr),
+            None => format!("ws://{}/v1/sync/{list_id}", self.addr),
+        }
+    }
+
+    /// `http://.../path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends a JSON request (with a bearer token when given); returns the
+    /// status and the JSON body (`Null` when empty).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("response body");
+        let json = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{path} answered {status} with non-JSON {text:?}: {e}"))
+        };
+        (status, json)
+    }
+
+    /// The raw HTTP client, for requests [`TestApp::call`] cannot express.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Signs up a new account named `name` (a unique email).
+    pub async fn signup(&self, name: &str) -> Account {
+        let email = format!("{name}-{}@larder.test", Uuid::new_v4().simple());
+        self.signup_as(&email, name)
+            .await
+            .expect("sign-up succeeds")
+    }
+
+    /// Signs up `email`; `None` when it is taken.
+    pub async fn signup_as(&self, email: &str, name: &str) -> Option<Account> {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/auth/signup",
+                None,
+                Some(serde_json::json!({"email": email, "password": TEST_PASSWORD, "display_name": name})),
+            )
+            .await;
+        match status {
+            201 => Some(Account::from_session(&body, email)),
+            409 => None,
+            other => panic!("sign-up answered {other}: {body}"),
+        }
+    }
+
+    /// Logs `email` in with the test password.
+    pub async fn login(&self, email: &str) -> Account {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/auth/login",
+                None,
+                Some(serde_json::json!({"email": email, "password": TEST_PASSWORD})),
+            )
+            .await;
+        assert_eq!(status, 200, "login: {body}");
+        Account::from_session(&body, email)
+    }
+
+    /// Creates a family owned by `account`; returns its id.
+    pub async fn create_family(&self, account: &Account, name: &str) -> Uuid {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/families",
+                Some(&account.access_token),
+                Some(serde_json::json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "create family: {body}");
+        json_uuid(&body["id"])
+    }
+
+    /// Creates a list in `family_id` as `account`; returns its id.
+    pub async fn create_list(&self, account: &Account, family_id: Uuid, name: &str) -> Uuid {
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/v1/families/{family_id}/lists"),
+                Some(&account.access_token),
+                Some(serde_json::json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 201, "create list: {body}");
+        json_uuid(&body["id"])
+    }
+
+    /// Makes `member` a member of `family_id` through an invitation by `admin`.
+    pub async fn add_member(&self, admin: &Account, family_id: Uuid, member: &Account) {
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/v1/families/{family_id}/invitations"),
+                Some(&admin.access_token),
+                Some(serde_json::json!({})),
+            )
+            .await;
+        assert_eq!(status, 201, "invite: {body}");
+        let code = body["code"].as_str().expect("code").to_owned();
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/v1/invitations/{code}/accept"),
+                Some(&member.access_token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "accept: {body}");
+    }
+
+    /// The account and family that own the lists tests open by id. One per
+    /// database, so every replica on it shares them.
+    pub async fn owner(&self) -> &Owner {
+        self.owner
+            .get_or_init(|| async {
+                let email = "owner@larder.test";
+                let account = match self.signup_as(email, "Owner").await {
+                    Some(account) => account,
+                    None => self.login(email).await,
+                };
+                let (status, body) = self
+                    .call("GET", "/v1/families", Some(&account.access_token), None)
+                    .await;
+                assert_eq!(status, 200, "families: {body}");
+                let family_id = match body["families"].as_array().and_then(|f| f.first()) {
+                    Some(family) => json_uuid(&family["id"]),
+                    None => self.create_family(&account, "Test family").await,
+                };
+                Owner { account, family_id }
+            })
+            .await
+    }
+
+    /// Creates the list `list_id` in the owner's family unless it exists.
+    pub async fn ensure_list(&self, list_id: Uuid) {
+        let owner = self.owner().await;
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/v1/families/{}/lists", owner.family_id),
+                Some(&owner.access_token),
+                Some(serde_json::json!({"name": "Test list", "id": list_id})),
+            )
+            .await;
+        assert!(
+            status == 201 || status == 409,
+            "create list {list_id}: {status} {body}"
+        );
     }
 
     /// A new client connected to `list_id` and synced.
@@ -154,7 +345,7 @@ impl TestApp {
     /// Connects `client` to `list_id` and waits for the first sync.
     pub async fn reconnect(&self, client: &mut SyncClient, list_id: Uuid) {
         client
-            .connect(&self.sync_url(list_id))
+            .connect(&self.sync_url(list_id).await)
             .await
             .expect("connect");
         wait_synced(client).await;
@@ -198,6 +389,60 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The token secret of every test server, so tests can mint tokens (e.g.
+/// expired ones) the servers accept.
+pub const TEST_JWT_SECRET: &str = "larder-test-secret-0123456789-larder-test-secret";
+/// The password of every test account.
+pub const TEST_PASSWORD: &str = "correct horse battery staple";
+
+/// A signed-in test account.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub user_id: Uuid,
+    pub email: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+impl Account {
+    fn from_session(body: &serde_json::Value, email: &str) -> Account {
+        Account {
+            user_id: json_uuid(&body["user"]["id"]),
+            email: email.to_owned(),
+            access_token: body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_owned(),
+            refresh_token: body["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_owned(),
+        }
+    }
+}
+
+/// The owner of the lists tests open by id, and its family.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    pub account: Account,
+    pub family_id: Uuid,
+}
+
+impl std::ops::Deref for Owner {
+    type Target = Account;
+    fn deref(&self) -> &Account {
+        &self.account
+    }
+}
+
+/// A UUID from a JSON string.
+pub fn json_uuid(value: &serde_json::Value) -> Uuid {
+    value
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a UUID: {value}"))
 }
 
 /// Waits for a client's first sync step 2.

@@ -130,7 +130,7 @@ async fn a_client_that_stops_reading_is_closed_with_try_again_later_not_buffered
     let app = TestApp::spawn_with(db.url(), |c| c.limits.outbound_queue = 4).await;
     let list = Uuid::new_v4();
     // A raw socket that reads nothing while the list changes a lot.
-    let (mut stalled, _) = tokio_tungstenite::connect_async(app.sync_url(list))
+    let (mut stalled, _) = tokio_tungstenite::connect_async(app.sync_url(list).await)
         .await
         .expect("connect");
     let writer = app.connect(list).await;

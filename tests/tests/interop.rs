@@ -61,12 +61,14 @@ async fn run_interop(db: &TestDatabase, first: &TestApp, second: &TestApp) {
 
     let server_a = format!("ws://{}/v1/sync", first.addr);
     let server_b = format!("ws://{}/v1/sync", second.addr);
+    let token = first.owner().await.access_token.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg("interop.mjs")
             .arg(&server_a)
             .arg(list.to_string())
             .arg(&server_b)
+            .env("LARDER_TOKEN", &token)
             .current_dir(interop_dir())
             .output()
             .expect("the interop test needs Node.js on PATH")

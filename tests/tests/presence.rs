@@ -56,10 +56,10 @@ async fn presence_reaches_others_and_vanishes_when_the_socket_closes() {
     let db = TestDatabase::create().await;
     let app = TestApp::spawn(db.url()).await;
     let list = Uuid::new_v4();
-    let (mut ann, _) = tokio_tungstenite::connect_async(app.sync_url(list))
+    let (mut ann, _) = tokio_tungstenite::connect_async(app.sync_url(list).await)
         .await
         .expect("connect");
-    let (mut bob, _) = tokio_tungstenite::connect_async(app.sync_url(list))
+    let (mut bob, _) = tokio_tungstenite::connect_async(app.sync_url(list).await)
         .await
         .expect("connect");
 
@@ -90,10 +90,10 @@ async fn presence_crosses_replicas_and_vanishes_there_too() {
     let second = TestApp::spawn_replica(db.url(), &redis, |_| {}).await;
     let list = Uuid::new_v4();
     // Both replicas hold the list (and its channel) before ann speaks.
-    let (mut bob, _) = tokio_tungstenite::connect_async(second.sync_url(list))
+    let (mut bob, _) = tokio_tungstenite::connect_async(second.sync_url(list).await)
         .await
         .expect("connect");
-    let (mut ann, _) = tokio_tungstenite::connect_async(first.sync_url(list))
+    let (mut ann, _) = tokio_tungstenite::connect_async(first.sync_url(list).await)
         .await
         .expect("connect");
     // Bob has joined once the server's sync step 1 arrives.

@@ -322,7 +322,7 @@ async fn a_list_opened_while_another_replica_writes_fast_misses_nothing() {
             if i == 40 + round * 30 {
                 let mut client = SyncClient::new();
                 client
-                    .connect(&opener.sync_url(list))
+                    .connect(&opener.sync_url(list).await)
                     .await
                     .expect("connect");
                 late.push(client);
@@ -373,7 +373,7 @@ async fn while_postgresql_is_unreachable_edits_flow_unacknowledged_and_are_store
     let list = Uuid::new_v4();
     let mut acked = SyncClient::new();
     acked
-        .connect(&format!("{}?ack=1", app.sync_url(list)))
+        .connect(&format!("{}&ack=1", app.sync_url(list).await))
         .await
         .expect("connect");
     wait_synced(&acked).await;

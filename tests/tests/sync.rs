@@ -127,7 +127,7 @@ async fn durable_acknowledgements_follow_stored_edits_only_when_asked_for() {
     let list = Uuid::new_v4();
     let mut acked = larder_client::SyncClient::new();
     acked
-        .connect(&format!("{}?ack=1", app.sync_url(list)))
+        .connect(&format!("{}&ack=1", app.sync_url(list).await))
         .await
         .expect("connect");
     wait_synced(&acked).await;
@@ -208,7 +208,7 @@ async fn an_idle_connection_receives_keepalive_traffic() {
     use futures_util::StreamExt;
     let db = TestDatabase::create().await;
     let app = TestApp::spawn_with(db.url(), |c| c.rooms.keepalive_ms = 200).await;
-    let (mut socket, _) = tokio_tungstenite::connect_async(app.sync_url(Uuid::new_v4()))
+    let (mut socket, _) = tokio_tungstenite::connect_async(app.sync_url(Uuid::new_v4()).await)
         .await
         .expect("connect");
     let mut keepalive_seen = false;

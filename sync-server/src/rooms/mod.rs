@@ -9,10 +9,12 @@
 //! - [`room`]: the actor (load, apply, broadcast, presence, group commit).
 //! - [`commit`]: the group committer shared by all rooms.
 //! - [`compaction`]: folding a list's log into a snapshot.
+//! - [`write`]: changes the server itself makes to a document (REST).
 
 pub mod commit;
 pub mod compaction;
 mod room;
+pub mod write;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +97,8 @@ pub struct Joiner {
     pub outbound: mpsc::Sender<Outbound>,
     pub control: Arc<ConnControl>,
     pub access: Access,
+    /// The account the connection speaks for, so revoking its access closes it.
+    pub user_id: Option<Uuid>,
     pub wants_ack: bool,
 }
 
@@ -133,6 +137,10 @@ pub(crate) enum RoomCommand {
     CaughtUp {
         after_seq: u64,
         result: Result<StoredDoc, StoreError>,
+    },
+    /// Close the connections of `user` (everyone's when `None`: the list is gone).
+    Revoke {
+        user: Option<Uuid>,
     },
 }
 
@@ -246,6 +254,27 @@ impl Rooms {
             .keys()
             .copied()
             .collect()
+    }
+
+    /// Closes the sockets of `user` on `list_id` (everyone's when `None`,
+    /// for a deleted list) on this replica and, through the relay, on every
+    /// other one.
+    pub async fn revoke(&self, list_id: Uuid, user: Option<Uuid>) {
+        let handle = self
+            .registry
+            .lock()
+            .expect("room registry lock poisoned")
+            .get(&list_id)
+            .map(|e| e.handle.clone());
+        if let Some(handle) = handle {
+            // Waits for room in the queue: a revocation must not be dropped.
+            let _ = handle.tx.send(RoomCommand::Revoke { user }).await;
+        }
+        self.ctx.relay.publish(larder_relay::Envelope::new(
+            self.ctx.replica_id,
+            list_id,
+            larder_relay::Payload::Revoke { user },
+        ));
     }
 
     /// Hands a command to the list's room if it is open, without waiting: a

@@ -1,6 +1,7 @@
 //! The room actor of one list: owns the document and presence, applies what
 //! connections send, broadcasts, and group-commits to the update log.
 
+use larder_crdt::state::EMPTY_UPDATE;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,8 +50,6 @@ const LIVE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_UNCONFIRMED: usize = 4096;
 const MAX_UNCONFIRMED_BYTES: usize = 8 * 1024 * 1024;
 
-/// An empty v1 update: no structs, no deletions.
-const EMPTY_UPDATE: [u8; 2] = [0, 0];
 /// Most relayed batches held back behind a gap; beyond this they are
 /// dropped and read from the log instead, so memory stays bounded.
 const MAX_HELD: usize = 4096;
@@ -98,6 +97,8 @@ struct Conn {
     outbound: mpsc::Sender<Outbound>,
     control: Arc<ConnControl>,
     access: Access,
+    /// The account the connection speaks for.
+    user_id: Option<Uuid>,
     wants_ack: bool,
     /// Awareness clients this connection announced.
     awareness_clients: HashSet<ClientID>,
@@ -511,6 +512,7 @@ impl Room {
             RoomCommand::Relayed(envelope) => self.on_relayed(envelope),
             RoomCommand::CatchUp { head } => self.on_catch_up_check(head),
             RoomCommand::CaughtUp { after_seq, result } => self.on_caught_up(after_seq, result),
+            RoomCommand::Revoke { user } => self.revoke(user),
         }
     }
 
@@ -521,12 +523,14 @@ impl Room {
             outbound,
             control,
             access,
+            user_id,
             wants_ack,
         } = joiner;
         let conn_state = Conn {
             outbound,
             control,
             access,
+            user_id,
             wants_ack,
             awareness_clients: HashSet::new(),
             was_denied: false,
@@ -1156,6 +1160,29 @@ impl Room {
                     .record(larder_relay::seconds_since(sent_at_micros));
             }
             Payload::Awareness { update } => self.on_relayed_awareness(&update),
+            Payload::Revoke { user } => self.revoke(user),
+        }
+    }
+
+    /// Access changed: closes the connections of `user` (they must
+    /// authorize again), or all of them when the list was deleted.
+    fn revoke(&mut self, user: Option<Uuid>) {
+        let Some(user) = user else {
+            self.list_gone();
+            return;
+        };
+        let revoked: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.user_id == Some(user))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in revoked {
+            tracing::info!(conn, %user, "access revoked; closing connection");
+            self.close_conn(
+                conn,
+                CloseReason::new(close::FORBIDDEN, "access to this list was revoked"),
+            );
         }
     }
 

@@ -13,7 +13,6 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth;
-use crate::close::{self, CloseReason};
 use crate::connection::{self, ConnectionOptions};
 use crate::error::ApiError;
 
@@ -49,7 +48,7 @@ async fn upgrade(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let token = query.token.as_deref().or(bearer);
-    let auth = auth::authorize(token, list_id);
+    let auth = auth::authorize_socket(&state.tokens, &state.directory, token, list_id).await;
 
     let limits = &state.config.limits;
     let ws = ws
@@ -67,17 +66,21 @@ async fn upgrade(
         .on_upgrade(move |mut socket| {
             tracker.track_future(async move {
                 match auth {
-                    Ok(access) => {
-                        connection::serve(
-                            socket,
-                            list_id,
-                            ConnectionOptions { access, wants_ack },
-                            rooms,
-                        )
-                        .await
+                    Ok(grant) => {
+                        let remaining = (grant.expires_at - chrono::Utc::now())
+                            .to_std()
+                            .unwrap_or_default();
+                        let options = ConnectionOptions {
+                            access: grant.access,
+                            user_id: Some(grant.user_id),
+                            expires_at: Some(tokio::time::Instant::now() + remaining),
+                            wants_ack,
+                        };
+                        connection::serve(socket, list_id, options, rooms).await
                     }
-                    Err(e) => {
-                        let reason = CloseReason::new(close::UNAUTHORIZED, e.to_string());
+                    Err(reason) => {
+                        metrics::counter!("larder_sync_refused_total", "code" => reason.code.to_string())
+                            .increment(1);
                         let frame = axum::extract::ws::CloseFrame {
                             code: reason.code,
                             reason: reason.reason.into(),

@@ -1,0 +1,494 @@
+//! Lists: the row and its document. Any member of the list's family reads
+//! and writes it; whoever is not a member is told it does not exist.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use larder_crdt::ListStatus;
+use larder_storage::directory::{Created, ListRow};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+use yrs::{Doc, ReadTxn, StateVector, Transact};
+
+use super::families::{created_response, idempotency_record, require_member};
+use super::{ApiJson, ApiPath, ApiQuery, Caller, Validate, check};
+use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::rooms::write::WriteError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/families/{family_id}/lists",
+            post(create_list).get(family_lists),
+        )
+        .route(
+            "/v1/lists/{list_id}",
+            get(get_list).patch(update_list).delete(delete_list),
+        )
+        .route("/v1/lists/{list_id}/restore", post(restore_list))
+        .route(
+            "/v1/lists/{list_id}/read-only-tokens",
+            post(read_only_token),
+        )
+}
+
+/// Longest list name, in characters (as the document schema allows).
+const MAX_LIST_NAME: usize = larder_crdt::list::MAX_NAME_CHARS;
+/// Largest page of lists.
+const MAX_PAGE: i64 = 200;
+
+/// A list as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListView {
+    pub id: Uuid,
+    pub family_id: Uuid,
+    pub name: String,
+    #[schema(value_type = String, example = "active")]
+    pub status: String,
+    pub item_count: i32,
+    pub needed_count: i32,
+    pub in_cart_count: i32,
+    pub purchased_count: i32,
+    /// Highest sequence number in the list's update log.
+    pub head_seq: i64,
+    /// Sequence the relational rows reflect.
+    pub projected_seq: i64,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Set while the list is deleted (it can be restored).
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl From<ListRow> for ListView {
+    fn from(r: ListRow) -> Self {
+        ListView {
+            id: r.id,
+            family_id: r.family_id,
+            name: r.name,
+            status: r.status,
+            item_count: r.item_count,
+            needed_count: r.needed_count,
+            in_cart_count: r.in_cart_count,
+            purchased_count: r.purchased_count,
+            head_seq: r.head_seq,
+            projected_seq: r.projected_seq,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            deleted_at: r.deleted_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListPage {
+    pub lists: Vec<ListView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateListRequest {
+    /// 1 to 200 characters.
+    #[schema(example = "Weekly shop")]
+    pub name: String,
+    /// An id chosen by the client (a list made offline keeps its id);
+    /// a fresh one when absent.
+    #[serde(default)]
+    pub id: Option<Uuid>,
+}
+
+impl Validate for CreateListRequest {
+    fn validate(&self) -> Result<(), String> {
+        check::name("name", &self.name, MAX_LIST_NAME)
+    }
+}
+
+/// Status of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ListStatusField {
+    Active,
+    Archived,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateListRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub status: Option<ListStatusField>,
+}
+
+impl Validate for UpdateListRequest {
+    fn validate(&self) -> Result<(), String> {
+        if self.name.is_none() && self.status.is_none() {
+            return Err("give at least one of name, status".to_owned());
+        }
+        match &self.name {
+            Some(name) => check::name("name", name, MAX_LIST_NAME),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadOnlyTokenRequest {
+    /// Lifetime in hours, 1 to 720 (default 168, a week).
+    #[serde(default)]
+    pub expires_in_hours: Option<u32>,
+}
+
+impl Validate for ReadOnlyTokenRequest {
+    fn validate(&self) -> Result<(), String> {
+        match self.expires_in_hours {
+            Some(h) if !(1..=720).contains(&h) => {
+                Err("expires_in_hours must be 1 to 720".to_owned())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A token that may sync one list without changing it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadOnlyToken {
+    pub token: String,
+    pub list_id: Uuid,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<Uuid>,
+    /// `true` lists the deleted lists (to restore one).
+    pub deleted: Option<bool>,
+}
+
+/// The list's row if the caller is a member of its family, deleted or not;
+/// 404 otherwise.
+async fn visible_list(
+    state: &AppState,
+    list_id: Uuid,
+    caller: &Caller,
+) -> Result<ListRow, ApiError> {
+    state
+        .directory
+        .list_access(list_id, caller.user_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    state
+        .directory
+        .list(list_id)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+/// The list's row if visible and not deleted.
+async fn live_list(state: &AppState, list_id: Uuid, caller: &Caller) -> Result<ListRow, ApiError> {
+    let row = visible_list(state, list_id, caller).await?;
+    if row.deleted_at.is_some() {
+        return Err(ApiError::NotFound);
+    }
+    Ok(row)
+}
+
+fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::NotFound => ApiError::NotFound,
+        WriteError::Invalid(e) => ApiError::invalid(e.to_string()),
+        WriteError::Storage(e) => {
+            tracing::warn!(error = %e, "cannot write the document");
+            ApiError::Unavailable
+        }
+    }
+}
+
+/// The first update of a new list's document: its name and status.
+fn initial_document(name: &str) -> Result<Vec<u8>, ApiError> {
+    let doc = Doc::new();
+    let list = larder_crdt::list::ListDoc::new(&doc);
+    {
+        let mut txn = doc.transact_mut();
+        list.set_name(&mut txn, name)
+            .map_err(|e| ApiError::invalid(e.to_string()))?;
+        list.set_status(&mut txn, ListStatus::Active);
+    }
+    Ok(doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default()))
+}
+
+/// Creates a list and its document in a family. Honours `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/families/{family_id}/lists", tag = "lists", security(("bearer" = [])),
+    params(("family_id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the first response")),
+    request_body = CreateListRequest,
+    responses(
+        (status = 201, body = ListView),
+        (status = 404, description = "Not a member of the family", body = ErrorBody),
+        (status = 409, description = "A list with this id exists", body = ErrorBody),
+        (status = 422, description = "Invalid body, or key reused with another body", body = ErrorBody),
+    ))]
+async fn create_list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(family_id): ApiPath<Uuid>,
+    headers: HeaderMap,
+    body: ApiJson<CreateListRequest>,
+) -> Result<Response, ApiError> {
+    require_member(&state, family_id, &caller).await?;
+    state.limit_writes(&caller).await?;
+    let id = body.value.id.unwrap_or_else(Uuid::now_v7);
+    let now = Utc::now();
+    let initial = initial_document(&body.value.name)?;
+    let view = ListView {
+        id,
+        family_id,
+        name: body.value.name.clone(),
+        status: ListStatus::Active.as_str().to_owned(),
+        item_count: 0,
+        needed_count: 0,
+        in_cart_count: 0,
+        purchased_count: 0,
+        head_seq: 1,
+        projected_seq: 0,
+        created_by: Some(caller.user_id),
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+    };
+    let record = idempotency_record(
+        &headers,
+        &caller,
+        "POST",
+        format!("/v1/families/{family_id}/lists"),
+        &body.raw,
+        StatusCode::CREATED,
+        &view,
+    )?;
+    let created = state
+        .directory
+        .create_list(
+            id,
+            family_id,
+            &body.value.name,
+            caller.user_id,
+            now,
+            &initial,
+            &state.rooms.context().replica_id.to_string(),
+            record.as_ref(),
+        )
+        .await?;
+    match created {
+        Created::New(row) => created_response(Created::New(ListView::from(row))),
+        Created::Exists => Err(ApiError::conflict(
+            "list_exists",
+            "a list with this id exists",
+        )),
+        Created::Replay { status, body } => {
+            created_response::<ListView>(Created::Replay { status, body })
+        }
+        Created::KeyReused => created_response::<ListView>(Created::KeyReused),
+    }
+}
+
+/// The family's lists, a page at a time, oldest first.
+#[utoipa::path(get, path = "/v1/families/{family_id}/lists", tag = "lists", security(("bearer" = [])),
+    params(("family_id" = Uuid, Path), ListQuery),
+    responses(
+        (status = 200, body = ListPage),
+        (status = 404, description = "Not a member of the family", body = ErrorBody),
+    ))]
+async fn family_lists(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(family_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<ListPage>, ApiError> {
+    require_member(&state, family_id, &caller).await?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    let mut rows = state
+        .directory
+        .family_lists(
+            family_id,
+            query.deleted.unwrap_or(false),
+            query.cursor,
+            limit + 1,
+        )
+        .await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.id)
+    } else {
+        None
+    };
+    Ok(Json(ListPage {
+        lists: rows.into_iter().map(ListView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// One list.
+#[utoipa::path(get, path = "/v1/lists/{list_id}", tag = "lists", security(("bearer" = [])),
+    params(("list_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = ListView),
+        (status = 404, description = "No such list, deleted, or not a member", body = ErrorBody),
+    ))]
+async fn get_list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(list_id): ApiPath<Uuid>,
+) -> Result<Json<ListView>, ApiError> {
+    Ok(Json(live_list(&state, list_id, &caller).await?.into()))
+}
+
+/// Renames or archives a list. The change is written to the document, so
+/// connected clients see it at once.
+#[utoipa::path(patch, path = "/v1/lists/{list_id}", tag = "lists", security(("bearer" = [])),
+    params(("list_id" = Uuid, Path)), request_body = UpdateListRequest,
+    responses(
+        (status = 200, body = ListView),
+        (status = 404, description = "No such list, deleted, or not a member", body = ErrorBody),
+        (status = 422, description = "Invalid body", body = ErrorBody),
+    ))]
+async fn update_list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(list_id): ApiPath<Uuid>,
+    body: ApiJson<UpdateListRequest>,
+) -> Result<Json<ListView>, ApiError> {
+    live_list(&state, list_id, &caller).await?;
+    state.limit_writes(&caller).await?;
+    let UpdateListRequest { name, status } = body.value;
+    let status = status.map(|s| match s {
+        ListStatusField::Active => ListStatus::Active,
+        ListStatusField::Archived => ListStatus::Archived,
+    });
+    let doc_name = name.clone();
+    state
+        .rooms
+        .write(list_id, caller.user_id, move |list, txn| {
+            if let Some(name) = &doc_name {
+                list.set_name(txn, name)?;
+            }
+            if let Some(status) = status {
+                list.set_status(txn, status);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(write_error)?;
+    let row = state
+        .directory
+        .update_list_row(list_id, name.as_deref(), status.map(ListStatus::as_str))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(row.into()))
+}
+
+/// Deletes a list (it can be restored). Every socket on it closes with
+/// 4404, on every replica.
+#[utoipa::path(delete, path = "/v1/lists/{list_id}", tag = "lists", security(("bearer" = [])),
+    params(("list_id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such list, deleted already, or not a member", body = ErrorBody),
+    ))]
+async fn delete_list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(list_id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    live_list(&state, list_id, &caller).await?;
+    state.limit_writes(&caller).await?;
+    state
+        .directory
+        .set_list_deleted(list_id, true)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tracing::info!(%list_id, "list deleted");
+    state.rooms.revoke(list_id, None).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Restores a deleted list.
+#[utoipa::path(post, path = "/v1/lists/{list_id}/restore", tag = "lists", security(("bearer" = [])),
+    params(("list_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = ListView),
+        (status = 404, description = "No such list, or not a member", body = ErrorBody),
+        (status = 409, description = "Not deleted", body = ErrorBody),
+    ))]
+async fn restore_list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(list_id): ApiPath<Uuid>,
+) -> Result<Json<ListView>, ApiError> {
+    let row = visible_list(&state, list_id, &caller).await?;
+    if row.deleted_at.is_none() {
+        return Err(ApiError::conflict("not_deleted", "the list is not deleted"));
+    }
+    state.limit_writes(&caller).await?;
+    let row = state
+        .directory
+        .set_list_deleted(list_id, false)
+        .await?
+        .ok_or_else(|| ApiError::conflict("not_deleted", "the list is not deleted"))?;
+    Ok(Json(row.into()))
+}
+
+/// Issues a read-only token for the list (e.g. for a vendor): it syncs the
+/// list but its changes are refused. It stops working when the issuer
+/// leaves the family or the list is deleted.
+#[utoipa::path(post, path = "/v1/lists/{list_id}/read-only-tokens", tag = "lists",
+    security(("bearer" = [])),
+    params(("list_id" = Uuid, Path)), request_body = ReadOnlyTokenRequest,
+    responses(
+        (status = 201, body = ReadOnlyToken),
+        (status = 404, description = "No such list, deleted, or not a member", body = ErrorBody),
+    ))]
+async fn read_only_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(list_id): ApiPath<Uuid>,
+    body: ApiJson<ReadOnlyTokenRequest>,
+) -> Result<(StatusCode, Json<ReadOnlyToken>), ApiError> {
+    live_list(&state, list_id, &caller).await?;
+    state.limit_writes(&caller).await?;
+    let hours = body.value.expires_in_hours.unwrap_or(168);
+    let (token, expires_at) = state.tokens.issue_read_only(
+        caller.user_id,
+        list_id,
+        std::time::Duration::from_secs(u64::from(hours) * 3600),
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(ReadOnlyToken {
+            token,
+            list_id,
+            expires_at,
+        }),
+    ))
+}

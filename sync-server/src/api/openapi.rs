@@ -1,0 +1,108 @@
+//! The OpenAPI description of the REST API, generated from the handlers'
+//! annotations and served at `/v1/openapi.json`.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{accounts, families, lists};
+use crate::app::AppState;
+use crate::error::{ErrorBody, ErrorDetail};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Larder",
+        description = "Family grocery lists, synced offline-first. Lists sync over \
+            `GET /v1/sync/{list_id}` (y-websocket protocol, token as `?token=` or \
+            `Authorization: Bearer`); this is the REST side.",
+    ),
+    paths(
+        accounts::signup,
+        accounts::login,
+        accounts::refresh,
+        accounts::logout,
+        accounts::me,
+        families::create_family,
+        families::my_families,
+        families::get_family,
+        families::rename_family,
+        families::members,
+        families::change_role,
+        families::remove_member,
+        families::invite,
+        families::accept,
+        lists::create_list,
+        lists::family_lists,
+        lists::get_list,
+        lists::update_list,
+        lists::delete_list,
+        lists::restore_list,
+        lists::read_only_token,
+    ),
+    components(schemas(ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "accounts", description = "Sign-up, login and tokens"),
+        (name = "families", description = "Families, members and invitations"),
+        (name = "lists", description = "Grocery lists"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/v1/openapi.json",
+        get(|| async { Json(ApiDoc::openapi()) }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_described() {
+        let doc = ApiDoc::openapi();
+        let json = serde_json::to_value(&doc).expect("serialises");
+        let paths = json["paths"].as_object().expect("paths");
+        for path in [
+            "/v1/auth/signup",
+            "/v1/auth/login",
+            "/v1/auth/refresh",
+            "/v1/auth/logout",
+            "/v1/me",
+            "/v1/families",
+            "/v1/families/{family_id}",
+            "/v1/families/{family_id}/members",
+            "/v1/families/{family_id}/members/{user_id}",
+            "/v1/families/{family_id}/invitations",
+            "/v1/invitations/{code}/accept",
+            "/v1/families/{family_id}/lists",
+            "/v1/lists/{list_id}",
+            "/v1/lists/{list_id}/restore",
+            "/v1/lists/{list_id}/read-only-tokens",
+        ] {
+            assert!(paths.contains_key(path), "{path} is not described");
+        }
+        assert!(json["components"]["securitySchemes"]["bearer"].is_object());
+    }
+}

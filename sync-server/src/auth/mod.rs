@@ -1,0 +1,88 @@
+//! Who may do what: passwords ([`password`]), access tokens ([`tokens`]),
+//! and the check that admits a sync socket to a list.
+//!
+//! Members of a family (any role) read and write its lists; a read-only
+//! token reads the one list it names for as long as its issuer is a member.
+//! Whoever may not see a list is told it does not exist.
+
+pub mod password;
+pub mod tokens;
+
+use chrono::{DateTime, Utc};
+use larder_storage::directory::Directory;
+use uuid::Uuid;
+
+use crate::close::{self, CloseReason};
+use tokens::{Scope, TokenError, TokenKeys};
+
+/// What a connection may do with a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// May read and write.
+    ReadWrite,
+    /// May sync but not change anything (vendor links).
+    ReadOnly,
+}
+
+impl Access {
+    pub fn is_read_only(self) -> bool {
+        self == Access::ReadOnly
+    }
+}
+
+/// What a sync socket was granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketGrant {
+    pub access: Access,
+    /// The account the socket speaks for (a read-only token's issuer).
+    pub user_id: Uuid,
+    /// When the token expires: the socket is closed then.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Decides whether a socket bearing `token` may sync `list_id`, or the
+/// close code and reason it gets.
+pub async fn authorize_socket(
+    keys: &TokenKeys,
+    directory: &Directory,
+    token: Option<&str>,
+    list_id: Uuid,
+) -> Result<SocketGrant, CloseReason> {
+    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        return Err(CloseReason::new(
+            close::UNAUTHORIZED,
+            "token required: pass ?token= or Authorization: Bearer",
+        ));
+    };
+    let claims = keys.verify(token).map_err(|e| {
+        CloseReason::new(
+            close::UNAUTHORIZED,
+            match e {
+                TokenError::Expired => "token expired: refresh it and reconnect",
+                TokenError::Invalid => "token invalid",
+            },
+        )
+    })?;
+    let not_found = || CloseReason::new(close::NOT_FOUND, "list not found");
+    let access = match claims.scope {
+        Scope::Full => Access::ReadWrite,
+        Scope::Read if claims.list == Some(list_id) => Access::ReadOnly,
+        Scope::Read => return Err(not_found()),
+    };
+    let membership = directory
+        .list_access(list_id, claims.sub)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot check list access");
+            CloseReason::new(close::TRY_AGAIN_LATER, "storage unavailable")
+        })?;
+    match membership {
+        None => Err(not_found()),
+        Some(m) if m.is_deleted => Err(CloseReason::new(close::NOT_FOUND, "list deleted")),
+        Some(_) => Ok(SocketGrant {
+            access,
+            user_id: claims.sub,
+            expires_at: claims.expires_at(),
+        }),
+    }
+}
