@@ -48,6 +48,11 @@ USER_HZ = os.sysconf("SC_CLK_TCK")
 SERVER_ENV = {
     "LARDER_MESSAGES_PER_SECOND": "1000000",
     "LARDER_MESSAGE_BURST": "1000000",
+    # The load generator creates its lists through the API as one user, and
+    # the coldload lists are opened again after a restart with that token.
+    "LARDER_WRITES_PER_MINUTE": "100000000",
+    "LARDER_ACCESS_TOKEN_TTL_SECS": "86400",
+    "LARDER_JWT_SECRET": "larder-benchmark-secret-larder-benchmark-secret",
     "RUST_LOG": "warn",
 }
 
@@ -103,7 +108,11 @@ class Server:
             return False
 
     def url(self):
-        return f"ws://127.0.0.1:{self.port}/v1/sync/{{list}}"
+        return f"ws://127.0.0.1:{self.port}/v1/sync/{{list}}?token={{token}}"
+
+    def api(self):
+        """Where the load generator signs up and creates its lists."""
+        return f"http://127.0.0.1:{self.port}"
 
     def cpu_seconds(self):
         stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
@@ -194,13 +203,18 @@ RAMP = ["--mode", "ramp", "--lists", 50, "--clients", 4, "--rate", 1000,
         "--ramp-factor", 1.5, "--duration", 5, "--warmup", 1]
 
 
+def api_args(servers):
+    """`--api` for Larder (lists live in a family), nothing for others."""
+    return ["--api", servers[0].api()] if hasattr(servers[0], "api") else []
+
+
 def run_load(make_servers, load, database=True):
     """Starts the servers, runs the load over all of them, stops them."""
     if database:
         fresh_database()
     servers = make_servers()
     try:
-        return measured(servers, lambda: loadgen([s.url() for s in servers], *load),
+        return measured(servers, lambda: loadgen([s.url() for s in servers], *load, *api_args(servers)),
                         database=database)
     finally:
         for s in servers:
@@ -247,7 +261,8 @@ def idle_run(lists, clients):
             sample["rss"] = server.memory_kib("VmRSS")
 
         report = loadgen([server.url()], "--mode", "idle", "--lists", lists, "--clients", clients,
-                         "--duration", 10, stderr_line="connections open", on_line=held)
+                         "--duration", 10, *api_args([server]),
+                         stderr_line="connections open", on_line=held)
         report["server_rss_before_kib"] = before
         report["server_rss_held_kib"] = sample.get("rss", 0)
         return report
@@ -276,7 +291,7 @@ def coldload_run(max_items):
     try:
         build = loadgen([server.url()], "--mode", "coldload-build", "--lists", 5,
                         "--history", 10000, "--max-items", max_items,
-                        "--lists-file", lists_file)
+                        "--lists-file", lists_file, *api_args([server]))
     finally:
         server.stop()  # graceful: everything is stored (and compacted)
     server = Server()

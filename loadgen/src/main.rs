@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod provision;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ enum Mode {
 }
 
 /// Load generator for Larder.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "larder-loadgen", version, about)]
 struct Args {
     /// WebSocket URL template with `{list}` and optionally `{token}`
@@ -46,6 +47,17 @@ struct Args {
     /// Token substituted for `{token}`.
     #[arg(long, default_value = "")]
     token: String,
+
+    /// Larder's HTTP address (`http://host:port`): sign up an account and
+    /// create every list through the API before opening it, and use that
+    /// account's token for `{token}`. Without it lists are opened as they are
+    /// (for servers that need no accounts).
+    #[arg(long)]
+    api: Option<String>,
+
+    /// The account `--api` signed up.
+    #[arg(skip)]
+    provisioner: Option<provision::Provisioner>,
 
     #[arg(long, value_enum, default_value = "fixed")]
     mode: Mode,
@@ -105,6 +117,28 @@ impl Args {
     }
 }
 
+/// Fresh list ids for a run, created through the API first when `--api`
+/// is given.
+async fn new_lists(args: &Args) -> anyhow::Result<Vec<Uuid>> {
+    let lists: Vec<Uuid> = (0..args.lists).map(|_| Uuid::now_v7()).collect();
+    if let Some(provisioner) = &args.provisioner {
+        let gate = Arc::new(Semaphore::new(16));
+        let mut tasks = Vec::new();
+        for &list in &lists {
+            let provisioner = provisioner.clone();
+            let gate = gate.clone();
+            tasks.push(tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await.expect("gate open");
+                provisioner.create_list(list).await
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+    }
+    Ok(lists)
+}
+
 /// CPU seconds this process used (user + system).
 fn own_cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
@@ -138,11 +172,11 @@ fn latency_json(hist: &Histogram<u64>) -> Value {
 
 /// Connects D × C clients (clients of a list round-robin over the URLs).
 async fn connect_all(args: &Args, stats: &Arc<Stats>) -> anyhow::Result<(Vec<Client>, Duration)> {
+    let lists = new_lists(args).await?;
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let mut tasks = Vec::new();
-    for _ in 0..args.lists {
-        let list = Uuid::new_v4();
+    for list in lists {
         let docs: Vec<Doc> = (0..args.clients).map(|_| Doc::new()).collect();
         let peers = Arc::new(ListPeers {
             senders: docs.iter().map(|d| SenderLog::new(d.client_id())).collect(),
@@ -352,9 +386,9 @@ async fn idle(args: &Args) -> anyhow::Result<Value> {
 async fn coldload_build(args: &Args) -> anyhow::Result<Value> {
     let stats = Stats::new();
     let mut lists = Vec::new();
+    let ids = new_lists(args).await?;
     let started = Instant::now();
-    for _ in 0..args.lists {
-        let list = Uuid::new_v4();
+    for list in ids {
         let doc = Doc::new();
         let peers = Arc::new(ListPeers {
             senders: vec![SenderLog::new(doc.client_id())],
@@ -363,7 +397,8 @@ async fn coldload_build(args: &Args) -> anyhow::Result<Value> {
         let items = client.write_history(args.history, args.max_items).await?;
         lists.push(json!({ "list": list, "items": items }));
     }
-    let built = json!({ "history": args.history, "lists": lists });
+    // The token goes with the lists: `coldload` opens them as the same user.
+    let built = json!({ "history": args.history, "lists": lists, "token": args.token });
     std::fs::write(&args.lists_file, serde_json::to_vec_pretty(&built)?)?;
     Ok(json!({
         "mode": "coldload-build",
@@ -377,6 +412,11 @@ async fn coldload_build(args: &Args) -> anyhow::Result<Value> {
 
 async fn coldload(args: &Args) -> anyhow::Result<Value> {
     let built: Value = serde_json::from_slice(&std::fs::read(&args.lists_file)?)?;
+    let mut args = args.clone();
+    if args.token.is_empty() {
+        args.token = built["token"].as_str().unwrap_or_default().to_owned();
+    }
+    let args = &args;
     let stats = Stats::new();
     let mut times_ms = Vec::new();
     for entry in built["lists"].as_array().into_iter().flatten() {
@@ -410,7 +450,12 @@ async fn coldload(args: &Args) -> anyhow::Result<Value> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let (Some(api), false) = (&args.api, args.mode == Mode::Coldload) {
+        let provisioner = provision::Provisioner::sign_up(api).await?;
+        args.token = provisioner.token.clone();
+        args.provisioner = Some(provisioner);
+    }
     anyhow::ensure!(
         args.clients >= 1 && args.lists >= 1,
         "need at least one list and client"

@@ -38,6 +38,22 @@ async fn awareness_of(socket: &mut Socket, client: ClientID) -> String {
     }
 }
 
+/// Reads presence of `client` until its state is `expected`; panics with
+/// `what` after `limit`.
+async fn awareness_becomes(
+    socket: &mut Socket,
+    client: ClientID,
+    expected: &str,
+    limit: Duration,
+    what: &str,
+) {
+    tokio::time::timeout(limit, async {
+        while awareness_of(socket, client).await != expected {}
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: not {expected} within {limit:?}"));
+}
+
 /// A frame announcing `client`'s presence as `json` (clock 1).
 fn announce(client: ClientID, json: &str) -> Vec<u8> {
     let mut clients = HashMap::new();
@@ -74,11 +90,17 @@ async fn presence_reaches_others_and_vanishes_when_the_socket_closes() {
         r#"{"user":{"name":"ann"}}"#
     );
     ann.close(None).await.expect("close");
-    assert_eq!(
-        awareness_of(&mut bob, ann_id).await,
+    // An earlier copy of ann's state may still be on its way (the room
+    // sends known presence on join and coalesces broadcasts); what counts is
+    // that the removal follows well before the 30 s a client would wait.
+    awareness_becomes(
+        &mut bob,
+        ann_id,
         "null",
-        "ann is gone for bob at once"
-    );
+        Duration::from_secs(5),
+        "ann is gone for bob at once",
+    )
+    .await;
     app.stop().await;
 }
 
@@ -123,11 +145,17 @@ async fn presence_crosses_replicas_and_vanishes_there_too() {
         "bob on the other replica sees ann"
     );
     ann.close(None).await.expect("close");
-    assert_eq!(
-        awareness_of(&mut bob, ann_id).await,
+    // An earlier copy of ann's state may still be on its way (the room
+    // sends known presence on join and coalesces broadcasts); what counts is
+    // that the removal follows well before the 30 s a client would wait.
+    awareness_becomes(
+        &mut bob,
+        ann_id,
         "null",
-        "ann is gone for bob on the other replica too"
-    );
+        Duration::from_secs(5),
+        "ann is gone for bob on the other replica too",
+    )
+    .await;
     first.stop().await;
     second.stop().await;
 }
