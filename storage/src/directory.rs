@@ -132,6 +132,8 @@ pub enum Rotation {
 pub enum MemberChange {
     Done(Option<Member>),
     NotMember,
+    /// The acting user is not (or no longer) an admin of the family.
+    NotAdmin,
     /// The family would be left without an admin.
     LastAdmin,
 }
@@ -413,17 +415,22 @@ impl Directory {
         .await
     }
 
-    /// Changes a member's role; the last admin cannot be demoted.
+    /// Changes a member's role as the admin `acting`; the last admin
+    /// cannot be demoted.
     pub async fn set_member_role(
         &self,
         family_id: Uuid,
         user_id: Uuid,
         role: &str,
+        acting: Uuid,
     ) -> DirResult<MemberChange> {
         let mut tx = self.pool.begin().await?;
         let Some(current) = lock_membership(&mut tx, family_id, user_id).await? else {
             return Ok(MemberChange::NotMember);
         };
+        if role_in(&mut tx, family_id, acting).await?.as_deref() != Some("admin") {
+            return Ok(MemberChange::NotAdmin);
+        }
         if current == "admin" && role != "admin" && admin_count(&mut tx, family_id).await? <= 1 {
             return Ok(MemberChange::LastAdmin);
         }
@@ -440,12 +447,23 @@ impl Directory {
         Ok(MemberChange::Done(member))
     }
 
-    /// Removes a member; the last admin cannot leave.
-    pub async fn remove_member(&self, family_id: Uuid, user_id: Uuid) -> DirResult<MemberChange> {
+    /// Removes a member as `acting` (an admin, or the member leaving); the
+    /// last admin cannot leave.
+    pub async fn remove_member(
+        &self,
+        family_id: Uuid,
+        user_id: Uuid,
+        acting: Uuid,
+    ) -> DirResult<MemberChange> {
         let mut tx = self.pool.begin().await?;
         let Some(current) = lock_membership(&mut tx, family_id, user_id).await? else {
             return Ok(MemberChange::NotMember);
         };
+        if acting != user_id
+            && role_in(&mut tx, family_id, acting).await?.as_deref() != Some("admin")
+        {
+            return Ok(MemberChange::NotAdmin);
+        }
         if current == "admin" && admin_count(&mut tx, family_id).await? <= 1 {
             return Ok(MemberChange::LastAdmin);
         }
@@ -721,11 +739,21 @@ async fn lock_membership(
     user_id: Uuid,
 ) -> DirResult<Option<String>> {
     // The family row serialises every membership change of the family, so
-    // two admins demoting each other cannot both pass the last-admin check.
+    // two admins demoting each other cannot both pass the last-admin check,
+    // and an admin demoted meanwhile cannot act as one.
     sqlx::query("SELECT 1 FROM families WHERE id = $1 FOR UPDATE")
         .bind(family_id)
         .execute(&mut **tx)
         .await?;
+    role_in(tx, family_id, user_id).await
+}
+
+/// `user_id`'s role in the family, read in the transaction.
+async fn role_in(
+    tx: &mut Transaction<'_, Postgres>,
+    family_id: Uuid,
+    user_id: Uuid,
+) -> DirResult<Option<String>> {
     let role: Option<(String,)> =
         sqlx::query_as("SELECT role FROM family_memberships WHERE family_id = $1 AND user_id = $2")
             .bind(family_id)

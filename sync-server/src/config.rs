@@ -82,7 +82,7 @@ impl Config {
              messages_per_second={} message_burst={} outbound_queue={} linger_ms={} commit_window_ms={} \
              compaction_max_updates={} compaction_max_bytes={} keepalive_ms={} awareness_coalesce_ms={} \
              redis_url={} replica_id={} catchup_interval_ms={} gap_grace_ms={} jwt_secret={} data_dir={} \
-             access_token_ttl_secs={} refresh_token_ttl_days={} invitation_ttl_hours={} \
+             access_token_ttl_secs={} refresh_token_ttl_days={} invitation_ttl_hours={} access_recheck_secs={} \
              auth_per_minute={} login_per_minute={} writes_per_minute={} trust_forwarded_for={}",
             self.listen,
             redact_url(&self.database.database_url),
@@ -116,6 +116,7 @@ impl Config {
             self.auth.access_token_ttl_secs,
             self.auth.refresh_token_ttl_days,
             self.auth.invitation_ttl_hours,
+            self.auth.access_recheck_secs,
             self.rate_limits.auth_per_minute,
             self.rate_limits.login_per_minute,
             self.rate_limits.writes_per_minute,
@@ -272,6 +273,12 @@ pub struct AuthConfig {
     /// Lifetime of family invitation codes.
     #[arg(long, env = "LARDER_INVITATION_TTL_HOURS", default_value_t = 72)]
     pub invitation_ttl_hours: u64,
+
+    /// How often an open socket re-checks that its user may still see the
+    /// list. Removals close sockets at once through the relay; this catches
+    /// a revocation the relay lost.
+    #[arg(long, env = "LARDER_ACCESS_RECHECK_SECS", default_value_t = 60)]
+    pub access_recheck_secs: u64,
 }
 
 impl AuthConfig {
@@ -280,6 +287,9 @@ impl AuthConfig {
     }
     pub fn refresh_token_ttl(&self) -> Duration {
         Duration::from_secs(self.refresh_token_ttl_days.max(1) * 86_400)
+    }
+    pub fn access_recheck(&self) -> Duration {
+        Duration::from_secs(self.access_recheck_secs.max(1))
     }
     pub fn invitation_ttl(&self) -> Duration {
         Duration::from_secs(self.invitation_ttl_hours.max(1) * 3_600)
@@ -303,8 +313,8 @@ pub struct RateLimitConfig {
     #[arg(long, env = "LARDER_WRITES_PER_MINUTE", default_value_t = 300)]
     pub writes_per_minute: u32,
 
-    /// Take the client address from `X-Forwarded-For` (only behind a proxy
-    /// that sets it).
+    /// Take the client address from the last `X-Forwarded-For` entry (only
+    /// behind one proxy that appends it).
     #[arg(long, env = "LARDER_TRUST_FORWARDED_FOR", default_value_t = false)]
     pub trust_forwarded_for: bool,
 }

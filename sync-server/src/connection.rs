@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::auth::Access;
+use crate::auth::{Access, AccessCheck};
 use crate::close::{self, CloseReason};
 use crate::rooms::{ConnControl, JoinError, Joiner, Outbound, Rooms};
 
@@ -23,13 +23,16 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a connection was asked to behave.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionOptions {
     pub access: Access,
     /// The account the connection speaks for.
     pub user_id: Option<Uuid>,
     /// When its token expires: the connection is closed then with 4440.
     pub expires_at: Option<Instant>,
+    /// Re-checks access right after joining and then every `recheck_every`.
+    pub recheck: Option<AccessCheck>,
+    pub recheck_every: Duration,
     /// The client asked for durable acknowledgements (`?ack=1`).
     pub wants_ack: bool,
 }
@@ -98,6 +101,15 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
         }
     };
     drop(outbound_tx);
+    // Access revoked between the check before the upgrade and the join
+    // (its revocation found no connection to close) is caught here.
+    if let Some(check) = &options.recheck
+        && let Err(reason) = check.check().await
+    {
+        room.leave(conn).await;
+        close_socket(&mut socket, reason).await;
+        return;
+    }
 
     let (mut sink, mut stream) = socket.split();
     let limits = &ctx.limits;
@@ -108,6 +120,9 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
     let mut last_received = Instant::now();
     let silence_limit = keepalive * 3;
     let expires_at = options.expires_at;
+    let recheck_every = options.recheck_every.max(Duration::from_secs(1));
+    let mut recheck = tokio::time::interval_at(Instant::now() + recheck_every, recheck_every);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let reason: Option<CloseReason> = loop {
         tokio::select! {
@@ -158,6 +173,13 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
                     WsMessage::Text(_) => break Some(CloseReason::new(close::MALFORMED, "text frames are not part of the protocol")),
                     WsMessage::Close(_) => break None,
                     WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+                }
+            }
+            _ = recheck.tick(), if options.recheck.is_some() => {
+                if let Some(check) = &options.recheck
+                    && let Err(reason) = check.check().await
+                {
+                    break Some(reason);
                 }
             }
             _ = sleep_opt(expires_at) => {

@@ -52,6 +52,28 @@ pub async fn open_store(config: &config::DatabaseConfig) -> anyhow::Result<PgSto
     Ok(PgStore::new(pool))
 }
 
+/// Deletes expired idempotency keys every hour (a retry after 24 h is a new
+/// request).
+fn spawn_housekeeping(
+    directory: larder_storage::directory::Directory,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => match directory.purge_idempotency_keys().await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::debug!(purged, "expired idempotency keys deleted"),
+                    Err(e) => tracing::debug!(error = %e, "cannot purge idempotency keys; will try again"),
+                },
+            }
+        }
+    });
+}
+
 /// Runs the server on `listener` until `shutdown` is cancelled, then drains:
 /// stops accepting, closes sockets with 1001, stores everything rooms hold.
 pub async fn run(
@@ -103,6 +125,7 @@ pub async fn run_with_relay(
         tracker: tracker.clone(),
     });
     rooms.start_relay_tasks(config.relay.catchup_interval());
+    spawn_housekeeping(directory.clone(), shutdown.clone(), &tracker);
     let state = app::AppState {
         config: Arc::new(config),
         store,

@@ -16,6 +16,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
 /// In-memory keys kept before expired ones are swept.
 const SWEEP_AT: usize = 10_000;
+/// Live in-memory keys at most: past it (a flood of distinct keys) the
+/// state is dropped rather than growing without bound.
+const MAX_KEYS: usize = 200_000;
 
 /// Keys are `larder:rl:{key}`; the value is the theoretical arrival time
 /// in milliseconds. Returns 0 when admitted, else milliseconds to wait.
@@ -118,6 +121,13 @@ impl RateLimiter {
         let mut memory = self.memory.lock().expect("rate limit lock poisoned");
         if memory.len() >= SWEEP_AT {
             memory.retain(|_, tat| *tat > now);
+            if memory.len() >= MAX_KEYS {
+                tracing::warn!(
+                    keys = memory.len(),
+                    "too many rate limit keys in memory; forgetting them"
+                );
+                memory.clear();
+            }
         }
         let interval = limit.interval();
         let tolerance = interval * limit.burst();

@@ -373,6 +373,43 @@ async fn removing_a_member_on_one_replica_closes_their_socket_on_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_the_relay_never_delivered_still_closes_the_socket() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn_with(db.url(), |c| c.auth.access_recheck_secs = 1).await;
+    let admin = app.signup("admin").await;
+    let member = app.signup("member").await;
+    let family = app.create_family(&admin, "Smiths").await;
+    app.add_member(&admin, family, &member).await;
+    let list = app.create_list(&admin, family, "Weekly").await;
+    let vendor = read_only_token(&app, &member, list).await;
+    let sockets = [
+        open_socket(&app, list, Some(&member.access_token)).await,
+        open_socket(&app, list, Some(&vendor)).await,
+    ];
+    for socket in &sockets {
+        wait_synced(socket).await;
+    }
+    // The membership goes behind the server's back: no revocation message
+    // is sent, as if the relay had lost it.
+    let pool = larder_storage::postgres::connect(db.url(), 1)
+        .await
+        .expect("connect");
+    sqlx::query("DELETE FROM family_memberships WHERE family_id = $1 AND user_id = $2")
+        .bind(family)
+        .bind(member.user_id)
+        .execute(&pool)
+        .await
+        .expect("delete membership");
+    pool.close().await;
+    for socket in &sockets {
+        let (code, reason) =
+            closed_with(socket, Duration::from_secs(10), "periodic re-check").await;
+        assert_eq!(code, 4403, "{reason}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_list_closes_its_sockets_everywhere_and_restoring_reopens_it() {
     let db = TestDatabase::create().await;
     let redis = redis_url().await;

@@ -180,11 +180,12 @@ fn require_admin(family: &Family) -> Result<(), ApiError> {
     if family.role == "admin" {
         Ok(())
     } else {
-        Err(ApiError::forbidden(
-            "admin_required",
-            "only a family admin may do this",
-        ))
+        Err(admin_required())
     }
+}
+
+fn admin_required() -> ApiError {
+    ApiError::forbidden("admin_required", "only a family admin may do this")
 }
 
 /// Builds the idempotency record of a creating request, when it has a key.
@@ -376,11 +377,12 @@ async fn change_role(
     state.limit_writes(&caller).await?;
     match state
         .directory
-        .set_member_role(family_id, user_id, body.value.role.as_str())
+        .set_member_role(family_id, user_id, body.value.role.as_str(), caller.user_id)
         .await?
     {
         MemberChange::Done(Some(member)) => Ok(Json(member.into())),
         MemberChange::Done(None) | MemberChange::NotMember => Err(ApiError::NotFound),
+        MemberChange::NotAdmin => Err(admin_required()),
         MemberChange::LastAdmin => Err(last_admin()),
     }
 }
@@ -414,9 +416,14 @@ async fn remove_member(
         require_admin(&family)?;
     }
     state.limit_writes(&caller).await?;
-    match state.directory.remove_member(family_id, user_id).await? {
+    match state
+        .directory
+        .remove_member(family_id, user_id, caller.user_id)
+        .await?
+    {
         MemberChange::Done(_) => {}
         MemberChange::NotMember => return Err(ApiError::NotFound),
+        MemberChange::NotAdmin => return Err(admin_required()),
         MemberChange::LastAdmin => return Err(last_admin()),
     }
     tracing::info!(%family_id, %user_id, "member removed");

@@ -200,8 +200,8 @@ where
     }
 }
 
-/// The client's address: the peer's, or the first `X-Forwarded-For` entry
-/// when configured to trust it.
+/// The client's address: the peer's, or the last `X-Forwarded-For` entry
+/// (the one the trusted proxy appended) when configured to trust it.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
 
@@ -214,7 +214,9 @@ impl FromRequestParts<AppState> for ClientIp {
                 .headers
                 .get("x-forwarded-for")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
+                // The proxy appends the address it saw: the last entry is the
+                // only one a client cannot forge.
+                .and_then(|v| v.rsplit(',').next())
                 .and_then(|v| v.trim().parse().ok())
         {
             return Ok(ClientIp(ip));

@@ -40,6 +40,43 @@ pub struct SocketGrant {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Checks again, while a socket is open, that its user may still see the
+/// list. Revocations travel through the relay, which is best effort; this
+/// check catches one it lost, and one that raced with the socket's join.
+#[derive(Debug, Clone)]
+pub struct AccessCheck {
+    directory: Directory,
+    list_id: Uuid,
+    user_id: Uuid,
+}
+
+impl AccessCheck {
+    pub fn new(directory: Directory, list_id: Uuid, user_id: Uuid) -> Self {
+        AccessCheck {
+            directory,
+            list_id,
+            user_id,
+        }
+    }
+
+    /// `Err` with the close reason when access is gone. A database that
+    /// does not answer keeps the socket open: the next check decides.
+    pub async fn check(&self) -> Result<(), CloseReason> {
+        match self.directory.list_access(self.list_id, self.user_id).await {
+            Ok(Some(access)) if !access.is_deleted => Ok(()),
+            Ok(Some(_)) => Err(CloseReason::new(close::NOT_FOUND, "list deleted")),
+            Ok(None) => Err(CloseReason::new(
+                close::FORBIDDEN,
+                "access to this list was revoked",
+            )),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot re-check list access; keeping the socket");
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Decides whether a socket bearing `token` may sync `list_id`, or the
 /// close code and reason it gets.
 pub async fn authorize_socket(

@@ -62,6 +62,8 @@ async fn upgrade(
         .write_buffer_size(16 * 1024);
     let rooms = state.rooms.clone();
     let tracker = state.tracker.clone();
+    let directory = state.directory.clone();
+    let recheck_every = state.config.auth.access_recheck();
     Ok(ws
         .on_upgrade(move |mut socket| {
             tracker.track_future(async move {
@@ -74,6 +76,8 @@ async fn upgrade(
                             access: grant.access,
                             user_id: Some(grant.user_id),
                             expires_at: Some(tokio::time::Instant::now() + remaining),
+                            recheck: Some(auth::AccessCheck::new(directory, list_id, grant.user_id)),
+                            recheck_every,
                             wants_ack,
                         };
                         connection::serve(socket, list_id, options, rooms).await
