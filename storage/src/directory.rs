@@ -185,6 +185,11 @@ impl Directory {
         Directory { pool }
     }
 
+    /// The pool, for other components of this crate on the same database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     // Accounts ---------------------------------------------------------------
 
     /// Creates a user; `None` when the email is taken (case-insensitively).

@@ -12,12 +12,13 @@
 //!   row), never deleting an update the new snapshot does not cover.
 //!
 //! Modules: [`directory`] (accounts, families, list rows, idempotency
-//! keys), [`postgres`] (the implementation, migrations embedded from
+//! keys), [`projection`] (relational rows of list documents), [`postgres`] (the implementation, migrations embedded from
 //! `migrations/postgres`), [`testing`] (a throw-away database per test).
 #![forbid(unsafe_code)]
 
 pub mod directory;
 pub mod postgres;
+pub mod projection;
 pub mod testing;
 
 use std::collections::HashMap;

@@ -49,6 +49,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub rate_limits: RateLimitConfig,
+
+    #[command(flatten)]
+    pub projector: ProjectorConfig,
 }
 
 impl Config {
@@ -83,7 +86,8 @@ impl Config {
              compaction_max_updates={} compaction_max_bytes={} keepalive_ms={} awareness_coalesce_ms={} \
              redis_url={} replica_id={} catchup_interval_ms={} gap_grace_ms={} jwt_secret={} data_dir={} \
              access_token_ttl_secs={} refresh_token_ttl_days={} invitation_ttl_hours={} access_recheck_secs={} \
-             auth_per_minute={} login_per_minute={} writes_per_minute={} trust_forwarded_for={}",
+             auth_per_minute={} login_per_minute={} writes_per_minute={} trust_forwarded_for={} \
+             projection_debounce_ms={} projection_max_delay_ms={} projection_scan_ms={}",
             self.listen,
             redact_url(&self.database.database_url),
             self.database.db_max_connections,
@@ -121,6 +125,9 @@ impl Config {
             self.rate_limits.login_per_minute,
             self.rate_limits.writes_per_minute,
             self.rate_limits.trust_forwarded_for,
+            self.projector.projection_debounce_ms,
+            self.projector.projection_max_delay_ms,
+            self.projector.projection_scan_ms,
         )
     }
 }
@@ -245,6 +252,36 @@ impl RelayConfig {
     }
     pub fn gap_grace(&self) -> Duration {
         Duration::from_millis(self.gap_grace_ms)
+    }
+}
+
+/// Timing of the projector (document -> relational rows).
+#[derive(Debug, Clone, Args)]
+pub struct ProjectorConfig {
+    /// A changed list is projected once it has been quiet this long...
+    #[arg(long, env = "LARDER_PROJECTION_DEBOUNCE_MS", default_value_t = 250)]
+    pub projection_debounce_ms: u64,
+
+    /// ... or at the latest this long after its first unprojected change.
+    #[arg(long, env = "LARDER_PROJECTION_MAX_DELAY_MS", default_value_t = 2_000)]
+    pub projection_max_delay_ms: u64,
+
+    /// How often lists whose rows lag their log are looked for (and the
+    /// lag metrics refreshed).
+    #[arg(long, env = "LARDER_PROJECTION_SCAN_MS", default_value_t = 10_000)]
+    pub projection_scan_ms: u64,
+}
+
+impl ProjectorConfig {
+    pub fn settings(&self) -> crate::projector::ProjectorSettings {
+        crate::projector::ProjectorSettings {
+            debounce: Duration::from_millis(self.projection_debounce_ms),
+            max_delay: Duration::from_millis(
+                self.projection_max_delay_ms
+                    .max(self.projection_debounce_ms),
+            ),
+            scan_interval: Duration::from_millis(self.projection_scan_ms.max(100)),
+        }
     }
 }
 

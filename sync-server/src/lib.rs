@@ -10,6 +10,7 @@
 //! - [`rooms`]: one actor per open list, the group committer, compaction.
 //! - [`auth`]: passwords, tokens, what a token grants on a list;
 //!   [`ratelimit`]: request rate limits.
+//! - [`projector`]: list documents into relational rows.
 //! - [`close`]: the WebSocket close codes.
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod close;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod projector;
 pub mod ratelimit;
 pub mod rooms;
 pub mod routes;
@@ -113,10 +115,18 @@ pub async fn run_with_relay(
     let tracker = TaskTracker::new();
     let committer =
         rooms::commit::Committer::spawn(store.clone(), config.rooms.commit_window(), &tracker);
+    let projector = projector::Projector::spawn(
+        store.clone(),
+        larder_storage::projection::Projections::new(directory.pool().clone()),
+        config.projector.settings(),
+        shutdown.clone(),
+        &tracker,
+    );
     let rooms = rooms::Rooms::new(rooms::RoomContext {
         store: store.clone(),
         relay,
         committer,
+        projector,
         settings: config.rooms.clone(),
         limits: config.limits.clone(),
         gap_grace: config.relay.gap_grace(),

@@ -295,7 +295,10 @@ async fn create_list(
         )
         .await?;
     match created {
-        Created::New(row) => created_response(Created::New(ListView::from(row))),
+        Created::New(row) => {
+            state.rooms.context().projector.changed(row.id);
+            created_response(Created::New(ListView::from(row)))
+        }
         Created::Exists => Err(ApiError::conflict(
             "list_exists",
             "a list with this id exists",

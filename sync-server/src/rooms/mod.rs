@@ -46,6 +46,8 @@ pub struct RoomContext {
     pub store: Arc<dyn Store>,
     pub relay: Arc<dyn Relay>,
     pub committer: Committer,
+    /// Told of every stored update, to project the list's rows.
+    pub projector: crate::projector::Projector,
     pub settings: RoomSettings,
     pub limits: Limits,
     /// How long a gap in relayed sequences may stay open before the room

@@ -983,6 +983,7 @@ impl Room {
                     }
                 }
                 self.publish(range, batch.update, batch.live_through);
+                self.ctx.projector.changed(self.list_id);
                 self.maybe_compact();
                 if !self.pending.is_empty() {
                     // More arrived while writing: write it now.

@@ -81,6 +81,7 @@ impl Rooms {
         );
         ctx.relay.publish(envelope.clone());
         self.offer(list_id, RoomCommand::Relayed(envelope));
+        ctx.projector.changed(list_id);
         metrics::counter!("larder_server_writes_total").increment(1);
         Ok(Some(range))
     }

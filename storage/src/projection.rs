@@ -1,0 +1,293 @@
+//! The relational projection of a list document: `grocery_lists` (name,
+//! status, counts), `list_items`, `orders` and `order_items`.
+//!
+//! A projection is written in one transaction under the list row's lock,
+//! and only if it reflects a newer sequence than the one stored
+//! (`projected_seq`): projections computed by any replica, in any order,
+//! leave the newest in place. Writes are incremental: rows that did not
+//! change are not touched, rows that vanished from the document are deleted.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::directory::DirResult;
+
+/// An item row to project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectedItem {
+    pub item_id: Uuid,
+    pub name: String,
+    pub quantity: Option<String>,
+    /// `needed` | `in_cart` | `purchased`.
+    pub status: String,
+    pub category: Option<String>,
+    pub note: Option<String>,
+    pub assignee: Option<String>,
+    pub position: Option<String>,
+    pub added_by: Option<String>,
+    pub added_at: Option<DateTime<Utc>>,
+}
+
+/// A line of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectedOrderItem {
+    pub item_id: Option<Uuid>,
+    pub name: String,
+    pub quantity: Option<String>,
+}
+
+/// An order to project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectedOrder {
+    pub order_id: Uuid,
+    /// Kept only when it names a vendor of the list's family.
+    pub vendor_id: Option<Uuid>,
+    /// `placed` | `confirmed` | `delivered` | `cancelled`.
+    pub status: String,
+    pub placed_by: Option<String>,
+    pub placed_at: Option<DateTime<Utc>>,
+    pub note: Option<String>,
+    pub items: Vec<ProjectedOrderItem>,
+}
+
+/// The whole projection of one list at one sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Projection {
+    pub name: String,
+    /// `active` | `archived`.
+    pub status: String,
+    pub items: Vec<ProjectedItem>,
+    pub orders: Vec<ProjectedOrder>,
+}
+
+/// What writing a projection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Projected {
+    /// Written; `orders_skipped` orders were left out because their id
+    /// belongs to another list.
+    Applied { orders_skipped: u32 },
+    /// A projection of this or a newer sequence is in place already.
+    Stale { projected_seq: u64 },
+    /// The list does not exist.
+    Gone,
+}
+
+/// Lag of the projection over all lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProjectionLag {
+    /// Lists whose projection is behind their log.
+    pub lists: i64,
+    /// Sum over them of `head_seq - projected_seq`.
+    pub seqs: i64,
+}
+
+/// Writes projections.
+#[derive(Clone, Debug)]
+pub struct Projections {
+    pool: PgPool,
+}
+
+impl Projections {
+    pub fn new(pool: PgPool) -> Self {
+        Projections { pool }
+    }
+
+    /// Writes `projection` of `list_id` as of `seq`, unless a projection of
+    /// `seq` or later is stored.
+    pub async fn write(
+        &self,
+        list_id: Uuid,
+        seq: u64,
+        projection: &Projection,
+    ) -> DirResult<Projected> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(i64, i64, Option<Uuid>)> = sqlx::query_as(
+            "SELECT projected_seq, head_seq, family_id FROM grocery_lists WHERE id = $1 FOR UPDATE",
+        )
+        .bind(list_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((projected_seq, head_seq, family_id)) = row else {
+            return Ok(Projected::Gone);
+        };
+        if projected_seq >= seq {
+            return Ok(Projected::Stale {
+                projected_seq: u64::try_from(projected_seq).unwrap_or(0),
+            });
+        }
+        let seq = seq.min(head_seq);
+
+        // Items: upsert what changed, delete what vanished.
+        let items = &projection.items;
+        let ids: Vec<Uuid> = items.iter().map(|i| i.item_id).collect();
+        sqlx::query("DELETE FROM list_items WHERE list_id = $1 AND NOT (item_id = ANY($2))")
+            .bind(list_id)
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO list_items (list_id, item_id, name, quantity, status, category, note, assignee, \
+                 position, added_by, added_at, projected_seq) \
+             SELECT $1, * , $12 FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                 $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[]) \
+             ON CONFLICT (list_id, item_id) DO UPDATE SET name = EXCLUDED.name, quantity = EXCLUDED.quantity, \
+                 status = EXCLUDED.status, category = EXCLUDED.category, note = EXCLUDED.note, \
+                 assignee = EXCLUDED.assignee, position = EXCLUDED.position, added_by = EXCLUDED.added_by, \
+                 added_at = EXCLUDED.added_at, projected_seq = EXCLUDED.projected_seq \
+             WHERE (list_items.name, list_items.quantity, list_items.status, list_items.category, \
+                 list_items.note, list_items.assignee, list_items.position, list_items.added_by, \
+                 list_items.added_at) IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.quantity, EXCLUDED.status, \
+                 EXCLUDED.category, EXCLUDED.note, EXCLUDED.assignee, EXCLUDED.position, \
+                 EXCLUDED.added_by, EXCLUDED.added_at)",
+        )
+        .bind(list_id)
+        .bind(&ids)
+        .bind(items.iter().map(|i| i.name.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.quantity.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.status.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.category.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.note.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.assignee.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.position.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.added_by.clone()).collect::<Vec<_>>())
+        .bind(items.iter().map(|i| i.added_at).collect::<Vec<_>>())
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+
+        // Orders: an id held by another list's order is not ours to touch.
+        let candidate_ids: Vec<Uuid> = projection.orders.iter().map(|o| o.order_id).collect();
+        let foreign: Vec<(Uuid,)> =
+            sqlx::query_as("SELECT id FROM orders WHERE id = ANY($1) AND list_id <> $2")
+                .bind(&candidate_ids)
+                .bind(list_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let foreign: std::collections::HashSet<Uuid> =
+            foreign.into_iter().map(|(id,)| id).collect();
+        let orders: Vec<&ProjectedOrder> = projection
+            .orders
+            .iter()
+            .filter(|o| !foreign.contains(&o.order_id))
+            .collect();
+        let order_ids: Vec<Uuid> = orders.iter().map(|o| o.order_id).collect();
+        sqlx::query("DELETE FROM orders WHERE list_id = $1 AND NOT (id = ANY($2))")
+            .bind(list_id)
+            .bind(&order_ids)
+            .execute(&mut *tx)
+            .await?;
+        // A vendor id that names no vendor of the family is dropped.
+        let vendor_ids: Vec<Option<Uuid>> = orders.iter().map(|o| o.vendor_id).collect();
+        let known_vendors: Vec<(Uuid,)> = sqlx::query_as(
+            "SELECT id FROM vendors WHERE id = ANY($1) AND family_id IS NOT DISTINCT FROM $2",
+        )
+        .bind(vendor_ids.iter().flatten().copied().collect::<Vec<Uuid>>())
+        .bind(family_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let known_vendors: std::collections::HashSet<Uuid> =
+            known_vendors.into_iter().map(|(id,)| id).collect();
+        sqlx::query(
+            "INSERT INTO orders (id, list_id, vendor_id, status, placed_by, placed_at, note, projected_seq) \
+             SELECT o.id, $1, o.vendor_id, o.status, o.placed_by, o.placed_at, o.note, $8 \
+             FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[], $7::text[]) \
+                 AS o(id, vendor_id, status, placed_by, placed_at, note) \
+             ON CONFLICT (id) DO UPDATE SET vendor_id = EXCLUDED.vendor_id, status = EXCLUDED.status, \
+                 placed_by = EXCLUDED.placed_by, placed_at = EXCLUDED.placed_at, note = EXCLUDED.note, \
+                 projected_seq = EXCLUDED.projected_seq \
+             WHERE orders.list_id = EXCLUDED.list_id AND (orders.vendor_id, orders.status, orders.placed_by, \
+                 orders.placed_at, orders.note) IS DISTINCT FROM (EXCLUDED.vendor_id, EXCLUDED.status, \
+                 EXCLUDED.placed_by, EXCLUDED.placed_at, EXCLUDED.note)",
+        )
+        .bind(list_id)
+        .bind(&order_ids)
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.vendor_id.filter(|v| known_vendors.contains(v)))
+                .collect::<Vec<_>>(),
+        )
+        .bind(orders.iter().map(|o| o.status.clone()).collect::<Vec<_>>())
+        .bind(orders.iter().map(|o| o.placed_by.clone()).collect::<Vec<_>>())
+        .bind(orders.iter().map(|o| o.placed_at).collect::<Vec<_>>())
+        .bind(orders.iter().map(|o| o.note.clone()).collect::<Vec<_>>())
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        // Order lines are few: replaced whole for the list's orders.
+        sqlx::query("DELETE FROM order_items WHERE order_id = ANY($1)")
+            .bind(&order_ids)
+            .execute(&mut *tx)
+            .await?;
+        let mut line_orders = Vec::new();
+        let mut line_nos = Vec::new();
+        let mut line_items = Vec::new();
+        let mut line_names = Vec::new();
+        let mut line_quantities = Vec::new();
+        for order in &orders {
+            for (n, line) in order.items.iter().enumerate() {
+                line_orders.push(order.order_id);
+                line_nos.push(i32::try_from(n).unwrap_or(i32::MAX));
+                line_items.push(line.item_id);
+                line_names.push(line.name.clone());
+                line_quantities.push(line.quantity.clone());
+            }
+        }
+        sqlx::query(
+            "INSERT INTO order_items (order_id, line_no, item_id, name, quantity) \
+             SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::text[])",
+        )
+        .bind(&line_orders)
+        .bind(&line_nos)
+        .bind(&line_items)
+        .bind(&line_names)
+        .bind(&line_quantities)
+        .execute(&mut *tx)
+        .await?;
+
+        let count = |status: &str| items.iter().filter(|i| i.status == status).count() as i32;
+        sqlx::query(
+            "UPDATE grocery_lists SET name = $2, status = $3, item_count = $4, needed_count = $5, \
+                 in_cart_count = $6, purchased_count = $7, projected_seq = $8 WHERE id = $1",
+        )
+        .bind(list_id)
+        .bind(&projection.name)
+        .bind(&projection.status)
+        .bind(items.len() as i32)
+        .bind(count("needed"))
+        .bind(count("in_cart"))
+        .bind(count("purchased"))
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Projected::Applied {
+            orders_skipped: u32::try_from(foreign.len()).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Lists whose projection lags their log (not deleted), at most `limit`.
+    pub async fn lagging(&self, limit: i64) -> DirResult<Vec<Uuid>> {
+        let rows: Vec<(Uuid,)> = sqlx::query_as(
+            "SELECT id FROM grocery_lists WHERE projected_seq < head_seq AND deleted_at IS NULL \
+             AND family_id IS NOT NULL LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// How far the projection lags over all lists.
+    pub async fn lag(&self) -> DirResult<ProjectionLag> {
+        let (lists, seqs): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), coalesce(sum(head_seq - projected_seq), 0)::bigint FROM grocery_lists \
+             WHERE projected_seq < head_seq AND deleted_at IS NULL AND family_id IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ProjectionLag { lists, seqs })
+    }
+}
