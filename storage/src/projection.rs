@@ -291,3 +291,210 @@ impl Projections {
         Ok(ProjectionLag { lists, seqs })
     }
 }
+
+/// A projected item as read back.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ItemRecord {
+    pub list_id: Uuid,
+    pub item_id: Uuid,
+    pub name: String,
+    pub quantity: Option<String>,
+    pub status: String,
+    pub category: Option<String>,
+    pub note: Option<String>,
+    pub assignee: Option<String>,
+    pub position: Option<String>,
+    pub added_by: Option<String>,
+    pub added_at: Option<DateTime<Utc>>,
+    pub projected_seq: i64,
+}
+
+/// A projected order as read back, with its lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRecord {
+    pub id: Uuid,
+    pub list_id: Uuid,
+    pub family_id: Option<Uuid>,
+    pub vendor_id: Option<Uuid>,
+    pub status: String,
+    pub placed_by: Option<String>,
+    pub placed_at: Option<DateTime<Utc>>,
+    pub note: Option<String>,
+    pub projected_seq: i64,
+    pub items: Vec<ProjectedOrderItem>,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderHead {
+    id: Uuid,
+    list_id: Uuid,
+    family_id: Option<Uuid>,
+    vendor_id: Option<Uuid>,
+    status: String,
+    placed_by: Option<String>,
+    placed_at: Option<DateTime<Utc>>,
+    note: Option<String>,
+    projected_seq: i64,
+}
+
+/// Filters of a list's items; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct ItemFilter {
+    pub status: Option<String>,
+    pub assignee: Option<String>,
+    pub category: Option<String>,
+}
+
+const ITEM_COLUMNS: &str = "list_id, item_id, name, quantity, status, category, note, assignee, \
+     position, added_by, added_at, projected_seq";
+
+impl Projections {
+    /// The list's projected items, ordered by position (then id).
+    pub async fn items(&self, list_id: Uuid, filter: &ItemFilter) -> DirResult<Vec<ItemRecord>> {
+        sqlx::query_as::<_, ItemRecord>(sqlx::AssertSqlSafe(format!(
+            "SELECT {ITEM_COLUMNS} FROM list_items WHERE list_id = $1 \
+             AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR assignee = $3) \
+             AND ($4::text IS NULL OR category = $4) \
+             ORDER BY position COLLATE \"C\" NULLS FIRST, item_id"
+        )))
+        .bind(list_id)
+        .bind(&filter.status)
+        .bind(&filter.assignee)
+        .bind(&filter.category)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Items of the family's (not deleted) lists whose name contains `q`
+    /// (case-insensitively), ordered by `(list_id, item_id)` after `after`.
+    pub async fn search_items(
+        &self,
+        family_id: Uuid,
+        q: &str,
+        after: Option<(Uuid, Uuid)>,
+        limit: i64,
+    ) -> DirResult<Vec<ItemRecord>> {
+        let pattern = format!(
+            "%{}%",
+            q.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let (after_list, after_item) = after.unzip();
+        sqlx::query_as::<_, ItemRecord>(sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM list_items i JOIN grocery_lists l ON l.id = i.list_id \
+             WHERE l.family_id = $1 AND l.deleted_at IS NULL AND lower(i.name) LIKE $2 \
+             AND ($3::uuid IS NULL OR (i.list_id, i.item_id) > ($3, $4)) \
+             ORDER BY i.list_id, i.item_id LIMIT $5",
+            ITEM_COLUMNS
+                .split(", ")
+                .map(|c| format!("i.{}", c.trim()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+        .bind(family_id)
+        .bind(pattern)
+        .bind(after_list)
+        .bind(after_item)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Orders of the family's (not deleted) lists, by id after `after`.
+    pub async fn family_orders(
+        &self,
+        family_id: Uuid,
+        status: Option<&str>,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> DirResult<Vec<OrderRecord>> {
+        let heads = sqlx::query_as::<_, OrderHead>(
+            "SELECT o.id, o.list_id, l.family_id, o.vendor_id, o.status, o.placed_by, o.placed_at, \
+                 o.note, o.projected_seq FROM orders o JOIN grocery_lists l ON l.id = o.list_id \
+             WHERE l.family_id = $1 AND l.deleted_at IS NULL AND ($2::text IS NULL OR o.status = $2) \
+             AND ($3::uuid IS NULL OR o.id > $3) ORDER BY o.id LIMIT $4",
+        )
+        .bind(family_id)
+        .bind(status)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        self.with_lines(heads).await
+    }
+
+    /// One order, if projected.
+    pub async fn order(&self, id: Uuid) -> DirResult<Option<OrderRecord>> {
+        let heads = sqlx::query_as::<_, OrderHead>(
+            "SELECT o.id, o.list_id, l.family_id, o.vendor_id, o.status, o.placed_by, o.placed_at, \
+                 o.note, o.projected_seq FROM orders o JOIN grocery_lists l ON l.id = o.list_id \
+             WHERE o.id = $1",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(self.with_lines(heads).await?.pop())
+    }
+
+    async fn with_lines(&self, heads: Vec<OrderHead>) -> DirResult<Vec<OrderRecord>> {
+        let ids: Vec<Uuid> = heads.iter().map(|h| h.id).collect();
+        let lines: Vec<(Uuid, Option<Uuid>, String, Option<String>)> = sqlx::query_as(
+            "SELECT order_id, item_id, name, quantity FROM order_items WHERE order_id = ANY($1) \
+             ORDER BY order_id, line_no",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_order: std::collections::HashMap<Uuid, Vec<ProjectedOrderItem>> =
+            std::collections::HashMap::new();
+        for (order_id, item_id, name, quantity) in lines {
+            by_order
+                .entry(order_id)
+                .or_default()
+                .push(ProjectedOrderItem {
+                    item_id,
+                    name,
+                    quantity,
+                });
+        }
+        Ok(heads
+            .into_iter()
+            .map(|h| OrderRecord {
+                items: by_order.remove(&h.id).unwrap_or_default(),
+                id: h.id,
+                list_id: h.list_id,
+                family_id: h.family_id,
+                vendor_id: h.vendor_id,
+                status: h.status,
+                placed_by: h.placed_by,
+                placed_at: h.placed_at,
+                note: h.note,
+                projected_seq: h.projected_seq,
+            })
+            .collect())
+    }
+
+    /// The list's `projected_seq`, if it exists.
+    pub async fn projected_seq(&self, list_id: Uuid) -> DirResult<Option<u64>> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT projected_seq FROM grocery_lists WHERE id = $1")
+                .bind(list_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(seq,)| u64::try_from(seq).unwrap_or(0)))
+    }
+
+    /// Whether `vendor_id` is a (not deleted) vendor of `family_id`.
+    pub async fn is_family_vendor(&self, family_id: Uuid, vendor_id: Uuid) -> DirResult<bool> {
+        let row: Option<(i32,)> = sqlx::query_as(
+            "SELECT 1 FROM vendors WHERE id = $1 AND family_id = $2 AND deleted_at IS NULL",
+        )
+        .bind(vendor_id)
+        .bind(family_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+}

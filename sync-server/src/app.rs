@@ -24,6 +24,8 @@ pub struct AppState {
     pub directory: Directory,
     pub tokens: Arc<TokenKeys>,
     pub limiter: RateLimiter,
+    /// The relational projection of list documents.
+    pub projections: larder_storage::projection::Projections,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -115,9 +115,10 @@ pub async fn run_with_relay(
     let tracker = TaskTracker::new();
     let committer =
         rooms::commit::Committer::spawn(store.clone(), config.rooms.commit_window(), &tracker);
+    let projections = larder_storage::projection::Projections::new(directory.pool().clone());
     let projector = projector::Projector::spawn(
         store.clone(),
-        larder_storage::projection::Projections::new(directory.pool().clone()),
+        projections.clone(),
         config.projector.settings(),
         shutdown.clone(),
         &tracker,
@@ -144,6 +145,7 @@ pub async fn run_with_relay(
         directory,
         tokens,
         limiter,
+        projections,
     };
     tracing::info!(addr = %listener.local_addr()?, %replica_id, "larder listening");
     // Small frames go out at once: Nagle's algorithm meeting delayed ACKs

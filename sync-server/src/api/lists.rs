@@ -28,7 +28,9 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/v1/lists/{list_id}",
-            get(get_list).patch(update_list).delete(delete_list),
+            get(super::items::list_items)
+                .patch(update_list)
+                .delete(delete_list),
         )
         .route("/v1/lists/{list_id}/restore", post(restore_list))
         .route(
@@ -181,7 +183,7 @@ pub struct ListQuery {
 
 /// The list's row if the caller is a member of its family, deleted or not;
 /// 404 otherwise.
-async fn visible_list(
+pub(crate) async fn visible_list(
     state: &AppState,
     list_id: Uuid,
     caller: &Caller,
@@ -199,7 +201,11 @@ async fn visible_list(
 }
 
 /// The list's row if visible and not deleted.
-async fn live_list(state: &AppState, list_id: Uuid, caller: &Caller) -> Result<ListRow, ApiError> {
+pub(crate) async fn live_list(
+    state: &AppState,
+    list_id: Uuid,
+    caller: &Caller,
+) -> Result<ListRow, ApiError> {
     let row = visible_list(state, list_id, caller).await?;
     if row.deleted_at.is_some() {
         return Err(ApiError::NotFound);
@@ -207,10 +213,14 @@ async fn live_list(state: &AppState, list_id: Uuid, caller: &Caller) -> Result<L
     Ok(row)
 }
 
-fn write_error(e: WriteError) -> ApiError {
+/// The HTTP answer to a failed document write.
+pub fn write_error(e: WriteError) -> ApiError {
     match e {
         WriteError::NotFound => ApiError::NotFound,
-        WriteError::Invalid(e) => ApiError::invalid(e.to_string()),
+        WriteError::Missing(message) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+        WriteError::Invalid(message) => ApiError::invalid(message),
+        WriteError::Conflict(message) => ApiError::conflict("conflict", message),
+        WriteError::Damaged(message) => ApiError::Internal(anyhow::anyhow!(message)),
         WriteError::Storage(e) => {
             tracing::warn!(error = %e, "cannot write the document");
             ApiError::Unavailable
@@ -350,21 +360,6 @@ async fn family_lists(
         lists: rows.into_iter().map(ListView::from).collect(),
         next_cursor,
     }))
-}
-
-/// One list.
-#[utoipa::path(get, path = "/v1/lists/{list_id}", tag = "lists", security(("bearer" = [])),
-    params(("list_id" = Uuid, Path)),
-    responses(
-        (status = 200, body = ListView),
-        (status = 404, description = "No such list, deleted, or not a member", body = ErrorBody),
-    ))]
-async fn get_list(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(list_id): ApiPath<Uuid>,
-) -> Result<Json<ListView>, ApiError> {
-    Ok(Json(live_list(&state, list_id, &caller).await?.into()))
 }
 
 /// Renames or archives a list. The change is written to the document, so

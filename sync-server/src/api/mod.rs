@@ -6,10 +6,13 @@
 //! - [`accounts`]: sign-up, login, refresh, logout, `me`.
 //! - [`families`]: families, members, invitations.
 //! - [`lists`]: list rows and their documents, read-only tokens.
+//! - [`items`]: items and orders, read from the projection, written
+//!   through the document.
 //! - [`openapi`]: the OpenAPI description at `/v1/openapi.json`.
 
 pub mod accounts;
 pub mod families;
+pub mod items;
 pub mod lists;
 pub mod openapi;
 
@@ -37,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .merge(accounts::router())
         .merge(families::router())
         .merge(lists::router())
+        .merge(items::router())
         .merge(openapi::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }

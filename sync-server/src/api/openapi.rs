@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, families, lists};
+use super::{accounts, families, items, lists};
 use crate::app::AppState;
 use crate::error::{ErrorBody, ErrorDetail};
 
@@ -35,11 +35,19 @@ use crate::error::{ErrorBody, ErrorDetail};
         families::accept,
         lists::create_list,
         lists::family_lists,
-        lists::get_list,
+        items::list_items,
         lists::update_list,
         lists::delete_list,
         lists::restore_list,
         lists::read_only_token,
+        items::add_item,
+        items::update_item,
+        items::delete_item,
+        items::search_items,
+        items::place_order,
+        items::family_orders,
+        items::get_order,
+        items::update_order,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
@@ -47,6 +55,8 @@ use crate::error::{ErrorBody, ErrorDetail};
         (name = "accounts", description = "Sign-up, login and tokens"),
         (name = "families", description = "Families, members and invitations"),
         (name = "lists", description = "Grocery lists"),
+        (name = "items", description = "Items, read from the projection and written through the document"),
+        (name = "orders", description = "Orders to vendors"),
     )
 )]
 pub struct ApiDoc;
@@ -100,6 +110,12 @@ mod tests {
             "/v1/lists/{list_id}",
             "/v1/lists/{list_id}/restore",
             "/v1/lists/{list_id}/read-only-tokens",
+            "/v1/lists/{list_id}/items",
+            "/v1/lists/{list_id}/items/{item_id}",
+            "/v1/families/{family_id}/items",
+            "/v1/lists/{list_id}/orders",
+            "/v1/families/{family_id}/orders",
+            "/v1/orders/{order_id}",
         ] {
             assert!(paths.contains_key(path), "{path} is not described");
         }

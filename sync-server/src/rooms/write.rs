@@ -22,24 +22,43 @@ pub enum WriteError {
     /// The list does not exist or is deleted.
     #[error("list not found")]
     NotFound,
+    /// The item or order the change is about does not exist.
+    #[error("{0}")]
+    Missing(String),
     /// The change does not fit the document schema.
-    #[error(transparent)]
-    Invalid(#[from] CrdtError),
+    #[error("{0}")]
+    Invalid(String),
+    /// The change is not allowed in the document's current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The stored document does not load.
+    #[error("stored list is damaged: {0}")]
+    Damaged(String),
     /// Storage failed; nothing was written.
     #[error("storage unavailable")]
     Storage(#[source] StoreError),
 }
 
+impl From<CrdtError> for WriteError {
+    fn from(e: CrdtError) -> Self {
+        match e {
+            CrdtError::NotFound { .. } => WriteError::Missing(e.to_string()),
+            CrdtError::Invalid { .. } => WriteError::Invalid(e.to_string()),
+            CrdtError::Decode(_) => WriteError::Damaged(e.to_string()),
+        }
+    }
+}
+
 impl Rooms {
-    /// Applies `change` to the list's document as `user_id`. Returns the
-    /// sequence numbers of the stored update, or `None` when the change
-    /// changed nothing.
-    pub async fn write(
+    /// Applies `change` to the list's document as `user_id`. Returns what
+    /// `change` returned and the sequence numbers of the stored update
+    /// (`None` when the change changed nothing).
+    pub async fn write<R>(
         &self,
         list_id: Uuid,
         user_id: Uuid,
-        change: impl FnOnce(&ListDoc, &mut TransactionMut) -> Result<(), CrdtError>,
-    ) -> Result<Option<SeqRange>, WriteError> {
+        change: impl FnOnce(&ListDoc, &mut TransactionMut) -> Result<R, WriteError>,
+    ) -> Result<(R, Option<SeqRange>), WriteError> {
         let ctx = self.context();
         let stored = match ctx.store.load_doc(list_id).await {
             Ok(stored) if stored.is_deleted => return Err(WriteError::NotFound),
@@ -49,14 +68,14 @@ impl Rooms {
         };
         let doc = Doc::new();
         larder_crdt::state::apply_stored(&doc, stored.updates())?;
-        let update = {
+        let (result, update) = {
             let list = ListDoc::new(&doc);
             let mut txn = doc.transact_mut();
-            change(&list, &mut txn)?;
-            txn.encode_update_v1()
+            let result = change(&list, &mut txn)?;
+            (result, txn.encode_update_v1())
         };
         if larder_crdt::state::is_empty_update(&update) {
-            return Ok(None);
+            return Ok((result, None));
         }
         let ranges = ctx
             .store
@@ -83,6 +102,6 @@ impl Rooms {
         self.offer(list_id, RoomCommand::Relayed(envelope));
         ctx.projector.changed(list_id);
         metrics::counter!("larder_server_writes_total").increment(1);
-        Ok(Some(range))
+        Ok((result, Some(range)))
     }
 }
