@@ -21,7 +21,9 @@ use uuid::Uuid;
 
 use super::families::require_member;
 use super::lists::{ListView, live_list, write_error};
-use super::{ApiJson, ApiPath, ApiQuery, Caller, Validate, check, idempotency_key};
+use super::{
+    ApiJson, ApiPath, ApiQuery, Caller, Validate, check, idempotency_key, next_page, page_limit,
+};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::rooms::write::WriteError;
@@ -43,8 +45,6 @@ pub fn router() -> Router<AppState> {
 const MAX_TEXT: usize = 500;
 /// How long `?wait=projected` waits.
 const WAIT_LIMIT: Duration = Duration::from_secs(10);
-/// Largest page of search results or orders.
-const MAX_PAGE: i64 = 200;
 /// Namespace of item and order ids derived from an `Idempotency-Key`.
 const IDEMPOTENT_IDS: Uuid = Uuid::from_u128(0x6c61_7264_6572_4964_656d_706f_7465_6e74);
 
@@ -410,18 +410,6 @@ pub struct OrderQuery {
     pub cursor: Option<Uuid>,
 }
 
-fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
-    let limit = limit.unwrap_or(50);
-    if (1..=MAX_PAGE).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be 1 to {MAX_PAGE}"),
-        ))
-    }
-}
-
 /// Waits until the list's rows reflect `range` (when asked to); the status
 /// becomes 202 when they do not within [`WAIT_LIMIT`].
 async fn settle(
@@ -707,12 +695,7 @@ async fn search_items(
         .projections
         .search_items(family_id, query.q.trim(), after, limit + 1)
         .await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| format!("{}.{}", r.list_id, r.item_id))
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut rows, limit, |r| format!("{}.{}", r.list_id, r.item_id));
     Ok(Json(ItemPage {
         items: rows
             .into_iter()
@@ -937,12 +920,7 @@ async fn family_orders(
         .projections
         .family_orders(family_id, query.status.as_deref(), query.cursor, limit + 1)
         .await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|o| o.id)
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut rows, limit, |o| o.id);
     Ok(Json(OrderPage {
         orders: rows.into_iter().map(OrderView::from).collect(),
         next_cursor,

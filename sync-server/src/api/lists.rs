@@ -15,7 +15,7 @@ use uuid::Uuid;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
 use super::families::{created_response, idempotency_record, require_member};
-use super::{ApiJson, ApiPath, ApiQuery, Caller, Validate, check};
+use super::{ApiJson, ApiPath, ApiQuery, Caller, Validate, check, next_page, page_limit};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::rooms::write::WriteError;
@@ -41,8 +41,6 @@ pub fn router() -> Router<AppState> {
 
 /// Longest list name, in characters (as the document schema allows).
 const MAX_LIST_NAME: usize = larder_crdt::list::MAX_NAME_CHARS;
-/// Largest page of lists.
-const MAX_PAGE: i64 = 200;
 
 /// A list as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -334,13 +332,7 @@ async fn family_lists(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<ListPage>, ApiError> {
     require_member(&state, family_id, &caller).await?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be 1 to {MAX_PAGE}"),
-        ));
-    }
+    let limit = page_limit(query.limit)?;
     let mut rows = state
         .directory
         .family_lists(
@@ -350,12 +342,7 @@ async fn family_lists(
             limit + 1,
         )
         .await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.id)
-    } else {
-        None
-    };
+    let next_cursor = next_page(&mut rows, limit, |r| r.id);
     Ok(Json(ListPage {
         lists: rows.into_iter().map(ListView::from).collect(),
         next_cursor,
