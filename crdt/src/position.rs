@@ -12,7 +12,8 @@ fn digit(c: u8) -> Option<usize> {
     DIGITS.iter().position(|d| *d == c)
 }
 
-fn is_key(key: &str) -> bool {
+/// Whether `key` is a valid fractional index (clients may write anything).
+pub fn is_key(key: &str) -> bool {
     !key.is_empty() && key.bytes().all(|c| digit(c).is_some()) && !key.ends_with('0')
 }
 

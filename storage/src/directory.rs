@@ -675,26 +675,6 @@ impl Directory {
         }))
     }
 
-    /// Sets the list row's name and status (the projection of its meta).
-    pub async fn update_list_row(
-        &self,
-        id: Uuid,
-        name: Option<&str>,
-        status: Option<&str>,
-    ) -> DirResult<Option<ListRow>> {
-        sqlx::query_as::<_, ListRow>(concat!(
-            "UPDATE grocery_lists SET name = coalesce($2, name), status = coalesce($3, status) \
-             WHERE id = $1 AND deleted_at IS NULL RETURNING ",
-            list_columns!(),
-            ""
-        ))
-        .bind(id)
-        .bind(name)
-        .bind(status)
-        .fetch_optional(&self.pool)
-        .await
-    }
-
     /// Soft-deletes (`deleted`) or restores a list. `None` when it was
     /// already in that state.
     pub async fn set_list_deleted(&self, id: Uuid, deleted: bool) -> DirResult<Option<ListRow>> {

@@ -216,9 +216,47 @@ impl Projections {
         .bind(seq)
         .execute(&mut *tx)
         .await?;
-        // Order lines are few: replaced whole for the list's orders.
+        // Lines only of the orders this list owns now: a concurrent
+        // projection of another list claiming the same id may have won the
+        // insert, and its lines are not ours to touch.
+        let owned: Vec<(Uuid,)> =
+            sqlx::query_as("SELECT id FROM orders WHERE id = ANY($1) AND list_id = $2 FOR UPDATE")
+                .bind(&order_ids)
+                .bind(list_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let owned: std::collections::HashSet<Uuid> = owned.into_iter().map(|(id,)| id).collect();
+        let stored_lines: Vec<(Uuid, Option<Uuid>, String, Option<String>)> = sqlx::query_as(
+            "SELECT order_id, item_id, name, quantity FROM order_items WHERE order_id = ANY($1) \
+             ORDER BY order_id, line_no",
+        )
+        .bind(owned.iter().copied().collect::<Vec<Uuid>>())
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut stored: std::collections::HashMap<Uuid, Vec<ProjectedOrderItem>> =
+            std::collections::HashMap::new();
+        for (order_id, item_id, name, quantity) in stored_lines {
+            stored
+                .entry(order_id)
+                .or_default()
+                .push(ProjectedOrderItem {
+                    item_id,
+                    name,
+                    quantity,
+                });
+        }
+        // Only orders whose lines changed are rewritten.
+        let changed: Vec<&&ProjectedOrder> = orders
+            .iter()
+            .filter(|o| owned.contains(&o.order_id))
+            .filter(|o| {
+                stored
+                    .get(&o.order_id)
+                    .map_or(!o.items.is_empty(), |s| *s != o.items)
+            })
+            .collect();
         sqlx::query("DELETE FROM order_items WHERE order_id = ANY($1)")
-            .bind(&order_ids)
+            .bind(changed.iter().map(|o| o.order_id).collect::<Vec<Uuid>>())
             .execute(&mut *tx)
             .await?;
         let mut line_orders = Vec::new();
@@ -226,7 +264,7 @@ impl Projections {
         let mut line_items = Vec::new();
         let mut line_names = Vec::new();
         let mut line_quantities = Vec::new();
-        for order in &orders {
+        for order in &changed {
             for (n, line) in order.items.iter().enumerate() {
                 line_orders.push(order.order_id);
                 line_nos.push(i32::try_from(n).unwrap_or(i32::MAX));
@@ -263,8 +301,9 @@ impl Projections {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        let skipped = projection.orders.len() - owned.len();
         Ok(Projected::Applied {
-            orders_skipped: u32::try_from(foreign.len()).unwrap_or(u32::MAX),
+            orders_skipped: u32::try_from(skipped).unwrap_or(u32::MAX),
         })
     }
 

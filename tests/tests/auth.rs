@@ -1154,6 +1154,14 @@ async fn malformed_requests_get_a_4xx_with_a_json_error_never_a_500() {
         ),
         (
             "POST",
+            format!("/v1/lists/{list}/items"),
+            json,
+            r#"{"name":"x","position":"ab0"}"#.into(),
+            None,
+            422,
+        ),
+        (
+            "POST",
             format!("/v1/lists/{list}/items?wait=soon"),
             json,
             r#"{"name":"x"}"#.into(),

@@ -227,6 +227,16 @@ fn text(field: &str, value: &Option<String>) -> Result<(), String> {
     }
 }
 
+fn position(value: &Option<String>) -> Result<(), String> {
+    match value {
+        Some(p) if !larder_crdt::position::is_key(p) => Err(
+            "position must be a fractional index: digits and ASCII letters, not ending in 0"
+                .to_owned(),
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn nested_text(field: &str, value: &Option<Option<String>>) -> Result<(), String> {
     match value {
         Some(inner) => text(field, inner),
@@ -274,7 +284,8 @@ impl Validate for NewItemRequest {
         text("category", &self.category)?;
         text("note", &self.note)?;
         text("assignee", &self.assignee)?;
-        text("position", &self.position)
+        text("position", &self.position)?;
+        position(&self.position)
     }
 }
 
@@ -312,6 +323,7 @@ impl Validate for ItemPatchRequest {
         nested_text("note", &self.note)?;
         nested_text("assignee", &self.assignee)?;
         text("position", &self.position)?;
+        position(&self.position)?;
         let nothing = self.name.is_none()
             && self.status.is_none()
             && self.quantity.is_none()
@@ -412,7 +424,7 @@ pub struct OrderQuery {
 
 /// Waits until the list's rows reflect `range` (when asked to); the status
 /// becomes 202 when they do not within [`WAIT_LIMIT`].
-async fn settle(
+pub(crate) async fn settle(
     state: &AppState,
     list_id: Uuid,
     range: Option<SeqRange>,
@@ -535,11 +547,14 @@ async fn add_item(
             let position = match request.position {
                 Some(p) => Some(p),
                 None => {
+                    // A position some client wrote that is no valid key
+                    // must not push new items to the top.
                     let last = list
                         .read(txn)
                         .items
                         .into_iter()
                         .filter_map(|i| i.position)
+                        .filter(|p| larder_crdt::position::is_key(p))
                         .max();
                     larder_crdt::position::between(last.as_deref(), None)
                 }

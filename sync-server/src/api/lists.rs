@@ -350,7 +350,8 @@ async fn family_lists(
 }
 
 /// Renames or archives a list. The change is written to the document, so
-/// connected clients see it at once.
+/// connected clients see it at once; the answer waits until the row
+/// reflects it (202 when that takes over 10 s).
 #[utoipa::path(patch, path = "/v1/lists/{list_id}", tag = "lists", security(("bearer" = [])),
     params(("list_id" = Uuid, Path)), request_body = UpdateListRequest,
     responses(
@@ -363,7 +364,7 @@ async fn update_list(
     caller: Caller,
     ApiPath(list_id): ApiPath<Uuid>,
     body: ApiJson<UpdateListRequest>,
-) -> Result<Json<ListView>, ApiError> {
+) -> Result<(StatusCode, Json<ListView>), ApiError> {
     live_list(&state, list_id, &caller).await?;
     state.limit_writes(&caller).await?;
     let UpdateListRequest { name, status } = body.value;
@@ -371,11 +372,10 @@ async fn update_list(
         ListStatusField::Active => ListStatus::Active,
         ListStatusField::Archived => ListStatus::Archived,
     });
-    let doc_name = name.clone();
-    state
+    let ((), range) = state
         .rooms
         .write(list_id, caller.user_id, move |list, txn| {
-            if let Some(name) = &doc_name {
+            if let Some(name) = &name {
                 list.set_name(txn, name)?;
             }
             if let Some(status) = status {
@@ -385,12 +385,15 @@ async fn update_list(
         })
         .await
         .map_err(write_error)?;
+    // The row's name and status are the projector's to write: answer once
+    // it has (202 if that takes long).
+    let status = super::items::settle(&state, list_id, range, true, StatusCode::OK).await?;
     let row = state
         .directory
-        .update_list_row(list_id, name.as_deref(), status.map(ListStatus::as_str))
+        .list(list_id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(row.into()))
+    Ok((status, Json(row.into())))
 }
 
 /// Deletes a list (it can be restored). Every socket on it closes with
