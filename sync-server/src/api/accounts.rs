@@ -120,11 +120,16 @@ pub struct Me {
     pub families: Vec<FamilyView>,
 }
 
-async fn new_session(state: &AppState, user: User) -> Result<Session, ApiError> {
-    let refresh_token = random_token(32);
-    let refresh_expires = Utc::now()
+/// A fresh refresh token and when it expires.
+fn new_refresh_token(state: &AppState) -> Result<(String, DateTime<Utc>), ApiError> {
+    let expires = Utc::now()
         + chrono::Duration::from_std(state.config.auth.refresh_token_ttl())
             .map_err(|e| ApiError::Internal(e.into()))?;
+    Ok((random_token(32), expires))
+}
+
+async fn new_session(state: &AppState, user: User) -> Result<Session, ApiError> {
+    let (refresh_token, refresh_expires) = new_refresh_token(state)?;
     state
         .directory
         .insert_refresh_token(user.id, &hash_secret(&refresh_token), refresh_expires)
@@ -228,10 +233,7 @@ async fn refresh(
     body: ApiJson<RefreshRequest>,
 ) -> Result<Json<Session>, ApiError> {
     state.limit_auth(ip).await?;
-    let new_token = random_token(32);
-    let new_expires = Utc::now()
-        + chrono::Duration::from_std(state.config.auth.refresh_token_ttl())
-            .map_err(|e| ApiError::Internal(e.into()))?;
+    let (new_token, new_expires) = new_refresh_token(&state)?;
     let rotation = state
         .directory
         .rotate_refresh_token(

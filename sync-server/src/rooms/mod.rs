@@ -262,12 +262,7 @@ impl Rooms {
     /// for a deleted list) on this replica and, through the relay, on every
     /// other one.
     pub async fn revoke(&self, list_id: Uuid, user: Option<Uuid>) {
-        let handle = self
-            .registry
-            .lock()
-            .expect("room registry lock poisoned")
-            .get(&list_id)
-            .map(|e| e.handle.clone());
+        let handle = self.open_handle(list_id);
         if let Some(handle) = handle {
             // Waits for room in the queue: a revocation must not be dropped.
             let _ = handle.tx.send(RoomCommand::Revoke { user }).await;
@@ -279,15 +274,19 @@ impl Rooms {
         ));
     }
 
-    /// Hands a command to the list's room if it is open, without waiting: a
-    /// room too busy to take it catches up from the log later.
-    fn offer(&self, list_id: Uuid, command: RoomCommand) {
-        let handle = self
-            .registry
+    /// The handle of the list's room if it is open on this replica.
+    fn open_handle(&self, list_id: Uuid) -> Option<RoomHandle> {
+        self.registry
             .lock()
             .expect("room registry lock poisoned")
             .get(&list_id)
-            .map(|e| e.handle.clone());
+            .map(|e| e.handle.clone())
+    }
+
+    /// Hands a command to the list's room if it is open, without waiting: a
+    /// room too busy to take it catches up from the log later.
+    fn offer(&self, list_id: Uuid, command: RoomCommand) {
+        let handle = self.open_handle(list_id);
         if let Some(handle) = handle
             && handle.tx.try_send(command).is_err()
         {
