@@ -13,6 +13,8 @@
 //! - [`position`]: fractional indexes for the `position` field.
 //! - [`protocol`]: splitting and encoding y-websocket messages with
 //!   `yrs::sync`, plus Larder's durable-acknowledgement extension.
+//! - [`validate`]: bounded, iterative checks of what clients send, run
+//!   before yrs decodes it.
 //! - [`state`]: loading a document from a snapshot plus log tail and merging
 //!   update logs.
 #![forbid(unsafe_code)]
@@ -22,6 +24,7 @@ pub mod position;
 pub mod protocol;
 pub mod schema;
 pub mod state;
+pub mod validate;
 
 pub use list::{
     ItemPatch, ItemRow, ListDoc, ListMeta, ListSnapshot, NewItem, NewOrder, OrderItemRow, OrderRow,

@@ -5,6 +5,7 @@
 //! bytes instead of silently dropping them. The `encode_*` functions build
 //! outgoing frames.
 
+use crate::validate::{self, Invalid, Limits};
 use yrs::StateVector;
 use yrs::encoding::read::{Cursor, Read};
 use yrs::sync::awareness::AwarenessUpdate;
@@ -23,6 +24,9 @@ const MSG_SYNC: u8 = 0;
 const MSG_AWARENESS: u8 = 1;
 const MSG_AUTH: u8 = 2;
 const MSG_QUERY_AWARENESS: u8 = 3;
+const MSG_SYNC_STEP_1: u8 = 0;
+const MSG_SYNC_STEP_2: u8 = 1;
+const MSG_SYNC_UPDATE: u8 = 2;
 
 /// Why a frame was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,11 +35,30 @@ pub enum ProtocolError {
     Empty,
     #[error("malformed message at byte {offset}: {reason}")]
     Malformed { offset: usize, reason: String },
+    /// A message body failed the bounded check before decoding.
+    #[error("invalid message at byte {offset}: {reason}")]
+    Invalid { offset: usize, reason: Invalid },
 }
 
-/// Decodes every message of one frame. Unknown message types are returned as
-/// [`Message::Custom`] for the caller to ignore.
+/// Decodes every message of one frame, checking each body with
+/// permissive limits: counts bounded by the bytes and nesting by
+/// [`Limits::max_depth`], any number of clients and structs. For what a
+/// server receives from clients, use [`split_frame_checked`].
 pub fn split_frame(frame: &[u8]) -> Result<Vec<Message>, ProtocolError> {
+    let limits = Limits {
+        max_clients: usize::MAX,
+        max_structs: usize::MAX,
+        max_delete_ranges: usize::MAX,
+        ..Limits::default()
+    };
+    split_frame_checked(frame, &limits)
+}
+
+/// Decodes every message of one frame. Every body yrs would decode (state
+/// vectors, updates, presence) first passes the bounded checks of
+/// [`crate::validate`]; yrs sees nothing that failed them. Unknown message
+/// types are returned as [`Message::Custom`] for the caller to ignore.
+pub fn split_frame_checked(frame: &[u8], limits: &Limits) -> Result<Vec<Message>, ProtocolError> {
     if frame.is_empty() {
         return Err(ProtocolError::Empty);
     }
@@ -47,34 +70,74 @@ pub fn split_frame(frame: &[u8]) -> Result<Vec<Message>, ProtocolError> {
             offset: start,
             reason: e.to_string(),
         };
-        skip_message(&mut cursor).map_err(malformed)?;
+        let invalid = |reason: Invalid| ProtocolError::Invalid {
+            offset: start,
+            reason,
+        };
+        match skip_message(&mut cursor).map_err(malformed)? {
+            Body::StateVector(body) => {
+                validate::check_state_vector(body, limits).map_err(invalid)?;
+            }
+            Body::Update(body) => {
+                validate::check_update(body, limits).map_err(invalid)?;
+            }
+            Body::Presence(body) => {
+                validate::check_awareness(body, limits).map_err(invalid)?;
+            }
+            Body::Opaque => {}
+        }
         let message = Message::decode_v1(&frame[start..cursor.next]).map_err(malformed)?;
         messages.push(message);
     }
     Ok(messages)
 }
 
-/// Moves the cursor past one message without interpreting its body.
-fn skip_message(cursor: &mut Cursor<'_>) -> Result<(), yrs::encoding::read::Error> {
+/// The part of a message yrs interprets when it decodes it.
+enum Body<'a> {
+    StateVector(&'a [u8]),
+    Update(&'a [u8]),
+    Presence(&'a [u8]),
+    Opaque,
+}
+
+/// Moves the cursor past one message and returns the body yrs would
+/// decode, without interpreting it.
+fn skip_message<'a>(cursor: &mut Cursor<'a>) -> Result<Body<'a>, yrs::encoding::read::Error> {
     let tag: u8 = cursor.read_var()?;
-    match tag {
+    Ok(match tag {
         MSG_SYNC => {
-            let _kind: u8 = cursor.read_var()?;
-            cursor.read_buf()?;
+            let kind: u8 = cursor.read_var()?;
+            let body = read_body(cursor)?;
+            match kind {
+                MSG_SYNC_STEP_1 => Body::StateVector(body),
+                MSG_SYNC_STEP_2 | MSG_SYNC_UPDATE => Body::Update(body),
+                _ => Body::Opaque,
+            }
         }
         MSG_AUTH => {
             let kind: u8 = cursor.read_var()?;
             if kind == yrs::sync::protocol::PERMISSION_DENIED {
                 cursor.read_buf()?;
             }
+            Body::Opaque
         }
-        MSG_QUERY_AWARENESS => {}
-        // Awareness and every custom message carry one varByteArray.
+        MSG_QUERY_AWARENESS => Body::Opaque,
+        MSG_AWARENESS => Body::Presence(read_body(cursor)?),
+        // Every custom message carries one varByteArray.
         _ => {
             cursor.read_buf()?;
+            Body::Opaque
         }
-    }
-    Ok(())
+    })
+}
+
+/// One varByteArray, borrowed from the frame.
+fn read_body<'a>(cursor: &mut Cursor<'a>) -> Result<&'a [u8], yrs::encoding::read::Error> {
+    let len: u32 = cursor.read_var()?;
+    let start = cursor.next;
+    cursor.read_exact(len as usize)?;
+    let frame: &'a [u8] = cursor.buf;
+    Ok(&frame[start..cursor.next])
 }
 
 /// `00 00`: sync step 1 with our state vector.
@@ -221,6 +284,39 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn bodies_are_checked_before_decoding() {
+        // Sync step 1 declaring half a billion clients in five bytes.
+        let frame = [0, 0, 5, 0x80, 0xca, 0xb5, 0xee, 0x01];
+        assert!(matches!(
+            split_frame(&frame),
+            Err(ProtocolError::Invalid { offset: 0, .. })
+        ));
+        // An update nested deeper than the limit.
+        let mut body = vec![1, 1, 1, 0, 8 | 0x20, 1, 1, b'm', 1, b'k', 1];
+        for _ in 0..100 {
+            body.extend_from_slice(&[117, 1]);
+        }
+        body.extend_from_slice(&[126, 0]);
+        let frame = encode_update(body);
+        assert_eq!(
+            split_frame(&frame),
+            Err(ProtocolError::Invalid {
+                offset: 0,
+                reason: Invalid::TooDeep(32)
+            })
+        );
+        // Presence declaring more entries than it has bytes.
+        assert!(split_frame(&[1, 3, 0xff, 0xff, 0x7f]).is_err());
+        // The server's own limits apply through the checked variant.
+        let (_, update) = sample_update();
+        let limits = Limits {
+            max_structs: 0,
+            ..Limits::default()
+        };
+        assert!(split_frame_checked(&encode_update(update), &limits).is_err());
     }
 
     #[test]

@@ -82,7 +82,8 @@ impl Config {
     pub fn describe(&self) -> String {
         format!(
             "listen={} database_url={} db_max_connections={} max_message_bytes={} max_doc_bytes={} \
-             messages_per_second={} message_burst={} outbound_queue={} linger_ms={} commit_window_ms={} \
+             messages_per_second={} message_burst={} outbound_queue={} max_nesting={} max_update_clients={} \
+             max_update_structs={} max_update_delete_ranges={} linger_ms={} commit_window_ms={} \
              compaction_max_updates={} compaction_max_bytes={} keepalive_ms={} awareness_coalesce_ms={} \
              redis_url={} replica_id={} catchup_interval_ms={} gap_grace_ms={} jwt_secret={} data_dir={} \
              access_token_ttl_secs={} refresh_token_ttl_days={} invitation_ttl_hours={} access_recheck_secs={} \
@@ -96,6 +97,10 @@ impl Config {
             self.limits.messages_per_second,
             self.limits.message_burst,
             self.limits.outbound_queue,
+            self.limits.max_nesting,
+            self.limits.max_update_clients,
+            self.limits.max_update_structs,
+            self.limits.max_update_delete_ranges,
             self.rooms.linger_ms,
             self.rooms.commit_window_ms,
             self.rooms.compaction_max_updates,
@@ -174,6 +179,40 @@ pub struct Limits {
     /// behind is closed with 1013 and resyncs when it reconnects.
     #[arg(long, env = "LARDER_OUTBOUND_QUEUE", default_value_t = 512)]
     pub outbound_queue: usize,
+
+    /// Deepest nesting of values (arrays and maps, JSON text) in what a
+    /// client sends; deeper closes the socket with 4400.
+    #[arg(long, env = "LARDER_MAX_NESTING", default_value_t = 32)]
+    pub max_nesting: usize,
+
+    /// Most writers (client ids) one update or state vector may name.
+    #[arg(long, env = "LARDER_MAX_UPDATE_CLIENTS", default_value_t = 16_384)]
+    pub max_update_clients: usize,
+
+    /// Most structs one update may carry.
+    #[arg(long, env = "LARDER_MAX_UPDATE_STRUCTS", default_value_t = 262_144)]
+    pub max_update_structs: usize,
+
+    /// Most deleted ranges one update may carry.
+    #[arg(
+        long,
+        env = "LARDER_MAX_UPDATE_DELETE_RANGES",
+        default_value_t = 262_144
+    )]
+    pub max_update_delete_ranges: usize,
+}
+
+impl Limits {
+    /// The bounded checks every message a client sends passes before yrs
+    /// decodes it.
+    pub fn message_checks(&self) -> larder_crdt::validate::Limits {
+        larder_crdt::validate::Limits {
+            max_depth: self.max_nesting,
+            max_clients: self.max_update_clients,
+            max_structs: self.max_update_structs,
+            max_delete_ranges: self.max_update_delete_ranges,
+        }
+    }
 }
 
 /// Timing of rooms (one per open list).

@@ -113,6 +113,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
 
     let (mut sink, mut stream) = socket.split();
     let limits = &ctx.limits;
+    let checks = limits.message_checks();
     let keepalive = ctx.settings.keepalive();
     let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
     let mut rate = RateLimiter::new(limits.messages_per_second, limits.message_burst);
@@ -155,11 +156,12 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
                         if bytes.len() > limits.max_message_bytes {
                             break Some(CloseReason::new(close::MESSAGE_TOO_LARGE, format!("message larger than {} bytes", limits.max_message_bytes)));
                         }
-                        let messages = match larder_crdt::protocol::split_frame(&bytes) {
+                        let messages = match larder_crdt::protocol::split_frame_checked(&bytes, &checks) {
                             Ok(messages) => messages,
                             Err(e) => {
                                 tracing::debug!(conn, error = %e, "malformed frame");
-                                break Some(CloseReason::new(close::MALFORMED, "malformed message"));
+                                metrics::counter!("larder_messages_refused_total").increment(1);
+                                break Some(CloseReason::new(close::MALFORMED, malformed_reason(&e)));
                             }
                         };
                         if !rate.take(messages.len()) {
@@ -262,6 +264,15 @@ where
         }
     }
     sink.flush().await
+}
+
+/// The close reason for a refused frame: what was wrong, never the bytes.
+fn malformed_reason(error: &larder_crdt::protocol::ProtocolError) -> String {
+    use larder_crdt::protocol::ProtocolError;
+    match error {
+        ProtocolError::Invalid { reason, .. } => format!("malformed message: {reason}"),
+        ProtocolError::Empty | ProtocolError::Malformed { .. } => "malformed message".to_owned(),
+    }
 }
 
 /// A read error caused by the size limit still gets its close code.

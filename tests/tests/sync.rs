@@ -309,3 +309,103 @@ async fn an_idle_list_unloads_after_lingering_and_reloads_from_storage() {
     assert!(names.contains(&"Apples".to_owned()) && names.contains(&"Pears".to_owned()));
     app.stop().await;
 }
+
+/// Replicas store what they commit in their own order, so the log can hold
+/// an update before one it depends on. Compacting such a log must keep the
+/// dependent update (yrs holds it aside as pending), so the list loads to
+/// the same state after compaction as before, and the missing update,
+/// stored after the snapshot, still completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacting_a_log_stored_out_of_causal_order_keeps_every_update() {
+    use larder_storage::{NewUpdate, Store};
+    use yrs::{Map, Transact};
+
+    let db = TestDatabase::create().await;
+    let store = std::sync::Arc::new(store(db.url()).await);
+    let list = Uuid::new_v4();
+    store.ensure_list(list).await.expect("list row");
+
+    let writer = yrs::Doc::with_client_id(77);
+    let items = writer.get_or_insert_map("items");
+    let edit = |key: &str, value: &str| {
+        let mut txn = writer.transact_mut();
+        items.insert(&mut txn, key, value);
+        txn.encode_update_v1()
+    };
+    let first = edit("a", "milk");
+    // Overwrites `a`: it names the first write as its origin.
+    let second = edit("a", "oat milk");
+    let third = edit("b", "eggs");
+    let append = |update: Vec<u8>| {
+        let store = store.clone();
+        async move {
+            store
+                .append(vec![NewUpdate {
+                    list_id: list,
+                    update,
+                    origin: "replica".into(),
+                    user_id: None,
+                }])
+                .await
+                .expect("append");
+        }
+    };
+    // An independent update, then the dependent one; its dependency last.
+    append(third.clone()).await;
+    append(second.clone()).await;
+
+    let read = |bytes: Vec<Vec<u8>>| {
+        let doc = yrs::Doc::new();
+        larder_crdt::state::apply_stored(&doc, bytes.iter().map(Vec::as_slice)).expect("applies");
+        let items = doc.get_or_insert_map("items");
+        let txn = doc.transact();
+        let mut entries: Vec<String> = items
+            .iter(&txn)
+            .map(|(k, v)| format!("{k}={}", v.to_string(&txn)))
+            .collect();
+        entries.sort();
+        (entries, larder_crdt::state::pending_bytes(&doc) > 0)
+    };
+    let before = store.load_doc(list).await.expect("load");
+    let loaded_before = read(before.updates().map(<[u8]>::to_vec).collect());
+    assert_eq!(
+        loaded_before,
+        (vec!["b=eggs".to_owned()], true),
+        "the overwrite waits for the first write"
+    );
+
+    // The second update waits for its dependency: the fold stops before it.
+    let up_to = larder_server::rooms::compaction::compact(store.clone(), list)
+        .await
+        .expect("compacts");
+    assert_eq!(
+        up_to,
+        Some(before.head_seq - 1),
+        "the independent update folds"
+    );
+    let after = store.load_doc(list).await.expect("load");
+    assert_eq!(after.tail.len(), 1, "the waiting update stays in the log");
+    assert_eq!(
+        read(after.updates().map(<[u8]>::to_vec).collect()),
+        loaded_before
+    );
+
+    append(first.clone()).await;
+    let complete = store.load_doc(list).await.expect("load");
+    assert_eq!(
+        read(complete.updates().map(<[u8]>::to_vec).collect()),
+        (vec!["a=oat milk".to_owned(), "b=eggs".to_owned()], false),
+        "the dependency completes the list"
+    );
+    // Now everything folds, and the snapshot loads to what the log did.
+    let up_to = larder_server::rooms::compaction::compact(store.clone(), list)
+        .await
+        .expect("compacts");
+    assert_eq!(up_to, Some(complete.head_seq));
+    let folded = store.load_doc(list).await.expect("load");
+    assert!(folded.tail.is_empty());
+    assert_eq!(
+        read(folded.updates().map(<[u8]>::to_vec).collect()),
+        (vec!["a=oat milk".to_owned(), "b=eggs".to_owned()], false)
+    );
+}

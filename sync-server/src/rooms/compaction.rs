@@ -37,12 +37,21 @@ pub async fn compact(store: Arc<dyn Store>, list_id: Uuid) -> Result<Option<u64>
 
 async fn fold_and_store(store: &Arc<dyn Store>, list_id: Uuid) -> Result<Option<u64>, StoreError> {
     let doc = store.load_doc(list_id).await?;
-    let Some(last) = doc.tail.last().map(|u| u.seq) else {
+    if doc.tail.is_empty() {
         return Ok(None);
-    };
+    }
+    // The sequence each update of `doc.updates()` carries (the snapshot's
+    // first, when there is one).
+    let seqs: Vec<u64> = doc
+        .snapshot
+        .iter()
+        .map(|s| s.up_to_seq)
+        .chain(doc.tail.iter().map(|u| u.seq))
+        .collect();
+    let from_snapshot = usize::from(doc.snapshot.is_some());
     let folded = tokio::task::spawn_blocking(move || larder_crdt::state::fold(doc.updates())).await;
-    let state = match folded {
-        Ok(Ok(state)) => state,
+    let (count, state) = match folded {
+        Ok(Ok(folded)) => folded,
         Ok(Err(e)) => {
             tracing::error!(%list_id, error = %e, "stored updates do not fold; list left uncompacted");
             return Ok(None);
@@ -52,16 +61,21 @@ async fn fold_and_store(store: &Arc<dyn Store>, list_id: Uuid) -> Result<Option<
             return Ok(None);
         }
     };
+    // Updates whose dependencies are stored later stay in the log.
+    let up_to_seq = match count.checked_sub(1) {
+        Some(last) if count > from_snapshot => seqs[last],
+        _ => {
+            tracing::debug!(%list_id, "nothing to fold before an update still waiting for its dependencies");
+            return Ok(None);
+        }
+    };
+    if count < seqs.len() {
+        tracing::info!(%list_id, up_to_seq, left = seqs.len() - count, "compacted up to updates still waiting for their dependencies");
+    }
     store
-        .store_snapshot(
-            list_id,
-            Snapshot {
-                up_to_seq: last,
-                state,
-            },
-        )
+        .store_snapshot(list_id, Snapshot { up_to_seq, state })
         .await?;
     metrics::counter!("larder_compactions_total").increment(1);
-    tracing::debug!(%list_id, up_to_seq = last, "compacted");
-    Ok(Some(last))
+    tracing::debug!(%list_id, up_to_seq, "compacted");
+    Ok(Some(up_to_seq))
 }
