@@ -54,6 +54,8 @@ pub enum Invalid {
     TooManyDeleteRanges(usize),
     #[error("a clock overflows")]
     ClockOverflow,
+    #[error("a client id wider than 53 bits")]
+    ClientTooLarge,
     #[error("unknown content kind {0}")]
     UnknownContent(u8),
     #[error("{0} trailing bytes")]
@@ -63,6 +65,9 @@ pub enum Invalid {
 /// Highest clock a struct may reach. Yjs clocks stay far below it; yrs
 /// computes clock offsets in `i32`, which overflows past it.
 pub const MAX_CLOCK: u32 = i32::MAX as u32;
+
+/// Client ids are 53-bit (safe as JavaScript numbers); yrs asserts it.
+pub const MAX_CLIENT: u64 = (1 << 53) - 1;
 
 /// `start + len`, refused past [`MAX_CLOCK`].
 fn clock_end(start: u32, len: u32) -> Result<u32, Invalid> {
@@ -132,6 +137,14 @@ impl<'a> Reader<'a> {
 
     fn var_u64(&mut self) -> Result<u64, Invalid> {
         self.cursor.read_var::<u64>().map_err(|_| self.malformed())
+    }
+
+    fn client(&mut self) -> Result<u64, Invalid> {
+        let client = self.var_u64()?;
+        if client > MAX_CLIENT {
+            return Err(Invalid::ClientTooLarge);
+        }
+        Ok(client)
     }
 
     /// lib0's signed varint. yrs's own reader shifts past 63 bits and
@@ -216,7 +229,7 @@ pub fn check_update(bytes: &[u8], limits: &Limits) -> Result<UpdateShape, Invali
         if shape.structs > limits.max_structs {
             return Err(Invalid::TooManyStructs(limits.max_structs));
         }
-        let _client = r.var_u64()?;
+        r.client()?;
         let mut clock = clock_end(r.var_u32()?, 0)?;
         for _ in 0..blocks {
             let len = check_block(&mut r, limits)?;
@@ -262,7 +275,7 @@ fn check_block(r: &mut Reader<'_>, limits: &Limits) -> Result<u32, Invalid> {
 
 /// An id another struct refers to: client and clock.
 fn check_id(r: &mut Reader<'_>) -> Result<(), Invalid> {
-    r.var_u64()?;
+    r.client()?;
     clock_end(r.var_u32()?, 0)?;
     Ok(())
 }
@@ -392,7 +405,7 @@ fn check_delete_set(r: &mut Reader<'_>, limits: &Limits) -> Result<usize, Invali
     }
     let mut total = 0usize;
     for _ in 0..clients {
-        r.var_u64()?;
+        r.client()?;
         // Each range takes at least 2 bytes: clock and length.
         let declared = r.var_u32()?;
         let ranges = r.count(u64::from(declared), 2)?;
@@ -418,7 +431,7 @@ pub fn check_state_vector(bytes: &[u8], limits: &Limits) -> Result<usize, Invali
         return Err(Invalid::TooManyClients(limits.max_clients));
     }
     for _ in 0..clients {
-        r.var_u64()?;
+        r.client()?;
         r.var_u32()?;
     }
     r.finish()?;
@@ -444,7 +457,7 @@ pub fn check_awareness(bytes: &[u8], limits: &Limits) -> Result<Vec<PresenceEntr
     let len = r.count(declared, 3)?;
     let mut entries = Vec::with_capacity(len.min(64));
     for _ in 0..len {
-        let client = r.var_u64()?;
+        let client = r.client()?;
         let clock = r.var_u32()?;
         let json = r.string()?;
         check_json_depth(json, limits.max_depth)?;

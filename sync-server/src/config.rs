@@ -83,7 +83,9 @@ impl Config {
         format!(
             "listen={} database_url={} db_max_connections={} max_message_bytes={} max_doc_bytes={} \
              messages_per_second={} message_burst={} outbound_queue={} max_nesting={} max_update_clients={} \
-             max_update_structs={} max_update_delete_ranges={} linger_ms={} commit_window_ms={} \
+             max_update_structs={} max_update_delete_ranges={} outbound_queue_bytes={} \
+             max_pending_bytes_per_connection={} max_pending_bytes_per_list={} presence_clients_per_connection={} \
+             presence_state_bytes={} presence_list_bytes={} linger_ms={} commit_window_ms={} \
              compaction_max_updates={} compaction_max_bytes={} keepalive_ms={} awareness_coalesce_ms={} \
              redis_url={} replica_id={} catchup_interval_ms={} gap_grace_ms={} jwt_secret={} data_dir={} \
              access_token_ttl_secs={} refresh_token_ttl_days={} invitation_ttl_hours={} access_recheck_secs={} \
@@ -101,6 +103,12 @@ impl Config {
             self.limits.max_update_clients,
             self.limits.max_update_structs,
             self.limits.max_update_delete_ranges,
+            self.limits.outbound_queue_bytes,
+            self.limits.max_pending_bytes_per_connection,
+            self.limits.max_pending_bytes_per_list,
+            self.limits.presence_clients_per_connection,
+            self.limits.presence_state_bytes,
+            self.limits.presence_list_bytes,
             self.rooms.linger_ms,
             self.rooms.commit_window_ms,
             self.rooms.compaction_max_updates,
@@ -200,6 +208,39 @@ pub struct Limits {
         default_value_t = 262_144
     )]
     pub max_update_delete_ranges: usize,
+
+    /// Bytes queued for one connection; a consumer that falls further
+    /// behind is closed with 1013 (one frame larger than this still goes
+    /// out alone).
+    #[arg(long, env = "LARDER_OUTBOUND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub outbound_queue_bytes: usize,
+
+    /// Bytes of updates one connection may leave waiting for updates they
+    /// depend on; more closes it with 4414.
+    #[arg(long, env = "LARDER_MAX_PENDING_BYTES_PER_CONNECTION", default_value_t = 256 * 1024)]
+    pub max_pending_bytes_per_connection: usize,
+
+    /// Bytes of updates waiting for missing dependencies in one list.
+    #[arg(long, env = "LARDER_MAX_PENDING_BYTES_PER_LIST", default_value_t = 1024 * 1024)]
+    pub max_pending_bytes_per_list: usize,
+
+    /// Presence client ids one connection may announce; more closes it
+    /// with 4400.
+    #[arg(
+        long,
+        env = "LARDER_PRESENCE_CLIENTS_PER_CONNECTION",
+        default_value_t = 8
+    )]
+    pub presence_clients_per_connection: usize,
+
+    /// Bytes of one client's presence state; larger closes with 4413.
+    #[arg(long, env = "LARDER_PRESENCE_STATE_BYTES", default_value_t = 8 * 1024)]
+    pub presence_state_bytes: usize,
+
+    /// Bytes of all presence states of one list; a connection that would
+    /// pass it is closed with 1013.
+    #[arg(long, env = "LARDER_PRESENCE_LIST_BYTES", default_value_t = 256 * 1024)]
+    pub presence_list_bytes: usize,
 }
 
 impl Limits {

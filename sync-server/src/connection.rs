@@ -129,8 +129,8 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
         tokio::select! {
             reason = control.closed() => break Some(reason),
             frame = outbound.recv() => match frame {
-                Some(Outbound::Frame(bytes)) => {
-                    match tokio::time::timeout(SEND_TIMEOUT, send_queued(&mut sink, bytes, &mut outbound)).await {
+                Some(first) => {
+                    match tokio::time::timeout(SEND_TIMEOUT, send_queued(&mut sink, first, &mut outbound, &control)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break None,
                         // The peer stopped reading altogether.
@@ -187,8 +187,9 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
             _ = sleep_opt(expires_at) => {
                 // The exchange in progress is finished: what the room queued
                 // for us goes out, then the close asks for a fresh token.
-                while let Ok(Outbound::Frame(bytes)) = outbound.try_recv() {
-                    if !matches!(tokio::time::timeout(SEND_TIMEOUT, sink.feed(WsMessage::Binary(bytes))).await, Ok(Ok(()))) {
+                while let Ok(queued) = outbound.try_recv() {
+                    control.sent(&queued);
+                    if !matches!(tokio::time::timeout(SEND_TIMEOUT, sink.feed(WsMessage::Binary(queued.frame))).await, Ok(Ok(()))) {
                         break;
                     }
                 }
@@ -250,16 +251,21 @@ const FRAMES_PER_FLUSH: usize = 64;
 /// under load one system call carries many frames.
 async fn send_queued<S>(
     sink: &mut S,
-    first: bytes::Bytes,
+    first: Outbound,
     outbound: &mut mpsc::Receiver<Outbound>,
+    control: &ConnControl,
 ) -> Result<(), axum::Error>
 where
     S: futures_util::Sink<WsMessage, Error = axum::Error> + Unpin,
 {
-    sink.feed(WsMessage::Binary(first)).await?;
+    control.sent(&first);
+    sink.feed(WsMessage::Binary(first.frame)).await?;
     for _ in 1..FRAMES_PER_FLUSH {
         match outbound.try_recv() {
-            Ok(Outbound::Frame(bytes)) => sink.feed(WsMessage::Binary(bytes)).await?,
+            Ok(queued) => {
+                control.sent(&queued);
+                sink.feed(WsMessage::Binary(queued.frame)).await?;
+            }
             Err(_) => break,
         }
     }

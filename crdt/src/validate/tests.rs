@@ -290,3 +290,37 @@ fn unknown_kinds_are_refused() {
         Err(Invalid::UnknownContent(8))
     );
 }
+
+#[test]
+fn client_ids_wider_than_53_bits_are_refused() {
+    let mut update = Vec::new();
+    var(&mut update, 1);
+    var(&mut update, 1);
+    var(&mut update, 1 << 53);
+    assert_eq!(
+        check_update(&update, &Limits::default()),
+        Err(Invalid::ClientTooLarge)
+    );
+    let mut sv = vec![1];
+    var(&mut sv, u64::MAX);
+    var(&mut sv, 1);
+    assert_eq!(
+        check_state_vector(&sv, &Limits::default()),
+        Err(Invalid::ClientTooLarge)
+    );
+    let mut presence = vec![1];
+    var(&mut presence, 1 << 60);
+    var(&mut presence, 1);
+    string(&mut presence, "{}");
+    assert_eq!(
+        check_awareness(&presence, &Limits::default()),
+        Err(Invalid::ClientTooLarge)
+    );
+    let mut ds = vec![0, 1];
+    var(&mut ds, 1 << 53);
+    ds.extend_from_slice(&[1, 0, 1]);
+    assert_eq!(
+        check_update(&ds, &Limits::default()),
+        Err(Invalid::ClientTooLarge)
+    );
+}

@@ -6,18 +6,25 @@
 //! created under the registry lock, and an idle room removes itself under
 //! the same lock, so concurrent first connections all land in one room.
 //!
-//! - [`room`]: the actor (load, apply, broadcast, presence, group commit).
+//! - [`room`]: the actor (load, apply, broadcast, group commit), with its
+//!   parts without I/O: [`presence`], [`batch`] (pending, in flight, acks),
+//!   [`sequencer`] (relayed batches in order, gaps, catch-up) and [`live`]
+//!   (updates relayed before they were stored).
 //! - [`commit`]: the group committer shared by all rooms.
 //! - [`compaction`]: folding a list's log into a snapshot.
 //! - [`write`]: changes the server itself makes to a document (REST).
 
+mod batch;
 pub mod commit;
 pub mod compaction;
+mod live;
+mod presence;
 mod room;
+mod sequencer;
 pub mod write;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -58,17 +65,33 @@ pub struct RoomContext {
     pub tracker: TaskTracker,
 }
 
-/// A message for one connection's socket.
+/// A frame for one connection's socket.
 #[derive(Debug, Clone)]
-pub enum Outbound {
-    Frame(Bytes),
+pub struct Outbound {
+    pub frame: Bytes,
+    /// Set for a full-state reply: the room queues one of each kind at a time.
+    pub reply: Option<Reply>,
 }
 
-/// Lets a room close a connection even when its queue is full.
+/// Replies that carry a whole state, queued at most once per connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Sync step 2 answering a client's step 1.
+    State,
+    /// Everyone's presence.
+    Presence,
+}
+
+/// Shared by a connection and its room: lets the room close the connection
+/// even when its queue is full, and counts what is queued for it.
 #[derive(Debug, Default)]
 pub struct ConnControl {
     token: CancellationToken,
     reason: OnceLock<CloseReason>,
+    /// Bytes queued for the socket and not written yet.
+    queued_bytes: AtomicUsize,
+    state_reply: AtomicBool,
+    presence_reply: AtomicBool,
 }
 
 impl ConnControl {
@@ -90,6 +113,46 @@ impl ConnControl {
             .get()
             .cloned()
             .unwrap_or_else(|| CloseReason::new(crate::close::GOING_AWAY, "closed"))
+    }
+
+    /// Counts `len` more queued bytes unless that passes `max` (a frame
+    /// into an empty queue always fits, however large).
+    pub fn reserve(&self, len: usize, max: usize) -> bool {
+        self.queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued == 0 || queued + len <= max).then_some(queued + len)
+            })
+            .is_ok()
+    }
+
+    /// Bytes queued and not written yet.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
+    }
+
+    fn reply_flag(&self, reply: Reply) -> &AtomicBool {
+        match reply {
+            Reply::State => &self.state_reply,
+            Reply::Presence => &self.presence_reply,
+        }
+    }
+
+    pub(crate) fn mark_reply_queued(&self, reply: Reply) {
+        self.reply_flag(reply).store(true, Ordering::Release);
+    }
+
+    /// Whether a reply of this kind waits in the queue.
+    pub fn is_reply_queued(&self, reply: Reply) -> bool {
+        self.reply_flag(reply).load(Ordering::Acquire)
+    }
+
+    /// The connection wrote (or dropped) `outbound`.
+    pub fn sent(&self, outbound: &Outbound) {
+        self.queued_bytes
+            .fetch_sub(outbound.frame.len(), Ordering::AcqRel);
+        if let Some(reply) = outbound.reply {
+            self.reply_flag(reply).store(false, Ordering::Release);
+        }
     }
 }
 
@@ -135,9 +198,12 @@ pub(crate) enum RoomCommand {
     CatchUp {
         head: ListHead,
     },
-    /// The result of reading the log after `after_seq`.
+    /// The result of reading the log after what the room applied.
     CaughtUp {
-        after_seq: u64,
+        result: Result<StoredDoc, StoreError>,
+    },
+    /// The list as stored, read to rebuild the document.
+    Rebuilt {
         result: Result<StoredDoc, StoreError>,
     },
     /// Close the connections of `user` (everyone's when `None`: the list is gone).
@@ -294,6 +360,16 @@ impl Rooms {
         }
     }
 
+    /// Hands a command to the list's room if it is open, waiting for room in
+    /// its queue off the caller's task: a revocation is never dropped.
+    fn deliver(&self, list_id: Uuid, command: RoomCommand) {
+        if let Some(handle) = self.open_handle(list_id) {
+            self.ctx.tracker.spawn(async move {
+                let _ = handle.tx.send(command).await;
+            });
+        }
+    }
+
     /// Starts the tasks that feed rooms from the relay: the dispatcher
     /// (envelopes to rooms; resync when envelopes may have been lost) and
     /// the periodic check of every open list against the log's head.
@@ -310,7 +386,12 @@ impl Rooms {
                 };
                 match event {
                     Ok(larder_relay::RelayEvent::Envelope(envelope)) => {
-                        if envelope.origin != rooms.ctx.replica_id {
+                        if envelope.origin == rooms.ctx.replica_id {
+                            continue;
+                        }
+                        if matches!(envelope.payload, larder_relay::Payload::Revoke { .. }) {
+                            rooms.deliver(envelope.list_id, RoomCommand::Relayed(envelope));
+                        } else {
                             rooms.offer(envelope.list_id, RoomCommand::Relayed(envelope));
                         }
                     }
