@@ -5,8 +5,10 @@
 //!   killed like a crashed process.
 //! - [`proxy::TcpProxy`]: a TCP proxy a test can cut and restore.
 //! - [`redis_server::RedisServer`]: a `redis-server` of the test's own.
+//! - [`process::ServerProcess`]: the real `larder` binary as a child process.
 #![forbid(unsafe_code)]
 
+pub mod process;
 pub mod proxy;
 pub mod redis_server;
 
@@ -59,6 +61,21 @@ impl TestApp {
     /// Starts a server after `configure` adjusted its configuration.
     pub async fn spawn_with(database_url: &str, configure: impl FnOnce(&mut Config)) -> TestApp {
         TestApp::start(database_url, None, configure).await
+    }
+
+    /// Speaks to a server that runs elsewhere (another process) at `addr`:
+    /// the account, list and client helpers work; stopping it is the
+    /// owner's business.
+    pub fn attach(addr: SocketAddr, database_url: &str) -> TestApp {
+        TestApp {
+            addr,
+            database_url: database_url.to_owned(),
+            http: reqwest::Client::new(),
+            owner: tokio::sync::OnceCell::new(),
+            shutdown: CancellationToken::new(),
+            done: None,
+            kill: None,
+        }
     }
 
     /// Starts a server relaying through `relay` (shared by replicas in this
