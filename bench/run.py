@@ -53,6 +53,10 @@ SERVER_ENV = {
     "LARDER_WRITES_PER_MINUTE": "100000000",
     "LARDER_ACCESS_TOKEN_TTL_SECS": "86400",
     "LARDER_JWT_SECRET": "larder-benchmark-secret-larder-benchmark-secret",
+    # Every simulated client connects from 127.0.0.1: the per-address
+    # connection cap is lifted, the per-process one raised.
+    "LARDER_MAX_CONNECTIONS_PER_ADDRESS": "0",
+    "LARDER_MAX_CONNECTIONS": "100000",
     "RUST_LOG": "warn",
 }
 

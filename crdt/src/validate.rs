@@ -56,6 +56,10 @@ pub enum Invalid {
     ClockOverflow,
     #[error("a client id wider than 53 bits")]
     ClientTooLarge,
+    #[error("a client's structs given twice")]
+    DuplicateClient,
+    #[error("subdocuments are not supported")]
+    Subdocument,
     #[error("unknown content kind {0}")]
     UnknownContent(u8),
     #[error("{0} trailing bytes")]
@@ -102,6 +106,7 @@ const HAS_RIGHT_ORIGIN: u8 = 0b0100_0000;
 const HAS_PARENT_SUB: u8 = 0b0010_0000;
 // Type refs (yrs `types/mod.rs`); 7 (weak links) is off in our build.
 const TYPE_XML_ELEMENT: u8 = 3;
+const TYPE_SUBDOC: u8 = 9;
 const TYPE_UNDEFINED: u8 = 15;
 
 struct Reader<'a> {
@@ -222,6 +227,9 @@ pub fn check_update(bytes: &[u8], limits: &Limits) -> Result<UpdateShape, Invali
         return Err(Invalid::TooManyClients(limits.max_clients));
     }
     shape.clients = clients;
+    // yrs appends a repeated client's structs to the first run with its
+    // clock started again: overlapping blocks that corrupt its block store.
+    let mut seen = std::collections::HashSet::with_capacity(clients.min(64));
     for _ in 0..clients {
         let declared = r.var_u32()?;
         let blocks = r.count(u64::from(declared), 1)?;
@@ -229,7 +237,9 @@ pub fn check_update(bytes: &[u8], limits: &Limits) -> Result<UpdateShape, Invali
         if shape.structs > limits.max_structs {
             return Err(Invalid::TooManyStructs(limits.max_structs));
         }
-        r.client()?;
+        if !seen.insert(r.client()?) {
+            return Err(Invalid::DuplicateClient);
+        }
         let mut clock = clock_end(r.var_u32()?, 0)?;
         for _ in 0..blocks {
             let len = check_block(&mut r, limits)?;
@@ -318,7 +328,8 @@ fn check_content(r: &mut Reader<'_>, kind: u8, limits: &Limits) -> Result<u32, I
                 TYPE_XML_ELEMENT => {
                     r.string()?;
                 }
-                0..=6 | 9 | TYPE_UNDEFINED => {}
+                TYPE_SUBDOC => return Err(Invalid::Subdocument),
+                0..=6 | TYPE_UNDEFINED => {}
                 other => return Err(Invalid::UnknownContent(other)),
             }
             Ok(1)
@@ -331,11 +342,9 @@ fn check_content(r: &mut Reader<'_>, kind: u8, limits: &Limits) -> Result<u32, I
             }
             Ok(values as u32)
         }
-        DOC => {
-            r.string()?;
-            check_any(r, limits.max_depth)?;
-            Ok(1)
-        }
+        // A subdocument costs a whole document's memory for a few bytes, and
+        // lists have no use for one.
+        DOC => Err(Invalid::Subdocument),
         other => Err(Invalid::UnknownContent(other)),
     }
 }

@@ -85,7 +85,8 @@ impl Config {
              messages_per_second={} message_burst={} outbound_queue={} max_nesting={} max_update_clients={} \
              max_update_structs={} max_update_delete_ranges={} outbound_queue_bytes={} \
              max_pending_bytes_per_connection={} max_pending_bytes_per_list={} presence_clients_per_connection={} \
-             presence_state_bytes={} presence_list_bytes={} linger_ms={} commit_window_ms={} \
+             presence_state_bytes={} presence_list_bytes={} http_header_timeout_secs={} max_connections={} \
+             max_connections_per_address={} linger_ms={} commit_window_ms={} \
              compaction_max_updates={} compaction_max_bytes={} keepalive_ms={} awareness_coalesce_ms={} \
              redis_url={} replica_id={} catchup_interval_ms={} gap_grace_ms={} jwt_secret={} data_dir={} \
              access_token_ttl_secs={} refresh_token_ttl_days={} invitation_ttl_hours={} access_recheck_secs={} \
@@ -109,6 +110,9 @@ impl Config {
             self.limits.presence_clients_per_connection,
             self.limits.presence_state_bytes,
             self.limits.presence_list_bytes,
+            self.limits.http_header_timeout_secs,
+            self.limits.max_connections,
+            self.limits.max_connections_per_address,
             self.rooms.linger_ms,
             self.rooms.commit_window_ms,
             self.rooms.compaction_max_updates,
@@ -241,9 +245,37 @@ pub struct Limits {
     /// pass it is closed with 1013.
     #[arg(long, env = "LARDER_PRESENCE_LIST_BYTES", default_value_t = 256 * 1024)]
     pub presence_list_bytes: usize,
+
+    /// Seconds a client has to send a request's headers; also the longest
+    /// a keep-alive connection may sit idle between requests.
+    #[arg(long, env = "LARDER_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub http_header_timeout_secs: u64,
+
+    /// Connections (HTTP and WebSocket) open at once in this process; more
+    /// get 503.
+    #[arg(long, env = "LARDER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Connections open at once from one client address; more get 503.
+    /// 0 turns the cap off (behind a proxy every connection comes from it).
+    #[arg(
+        long,
+        env = "LARDER_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 256
+    )]
+    pub max_connections_per_address: usize,
 }
 
 impl Limits {
+    /// What the listener enforces.
+    pub fn serve_limits(&self) -> crate::serve::ServeLimits {
+        crate::serve::ServeLimits {
+            header_timeout: Duration::from_secs(self.http_header_timeout_secs.max(1)),
+            max_connections: self.max_connections.max(1),
+            max_per_address: self.max_connections_per_address,
+        }
+    }
+
     /// The bounded checks every message a client sends passes before yrs
     /// decodes it.
     pub fn message_checks(&self) -> larder_crdt::validate::Limits {

@@ -24,6 +24,9 @@ pub enum ApiError {
     RateLimited { retry_after: Duration },
     #[error("service unavailable")]
     Unavailable,
+    /// Too much work of one kind at once (password hashing); retry shortly.
+    #[error("busy")]
+    Busy,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -83,6 +86,15 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::auth::password::PasswordError> for ApiError {
+    fn from(e: crate::auth::password::PasswordError) -> Self {
+        match e {
+            crate::auth::password::PasswordError::Busy => ApiError::Busy,
+            crate::auth::password::PasswordError::Failed(e) => ApiError::Internal(e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match &self {
@@ -104,6 +116,11 @@ impl IntoResponse for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "service unavailable".to_owned(),
+            ),
+            ApiError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many sign-ins at once; retry shortly".to_owned(),
             ),
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "internal error");
@@ -133,7 +150,7 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static("Bearer realm=\"larder\""),
                 );
             }
-            ApiError::Unavailable => {
+            ApiError::Unavailable | ApiError::Busy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
             _ => {}

@@ -25,6 +25,7 @@ pub mod projector;
 pub mod ratelimit;
 pub mod rooms;
 pub mod routes;
+pub mod serve;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -148,18 +149,8 @@ pub async fn run_with_relay(
         projections,
     };
     tracing::info!(addr = %listener.local_addr()?, %replica_id, "larder listening");
-    // Small frames go out at once: Nagle's algorithm meeting delayed ACKs
-    // would hold a sync message back for tens of milliseconds.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot disable Nagle's algorithm");
-        }
-    });
-    let app = app::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("server failed")?;
+    let limits = state.config.limits.serve_limits();
+    serve::serve(listener, app::router(state), limits, shutdown).await;
     tracing::info!("draining rooms");
     tracker.close();
     tracker.wait().await;

@@ -396,3 +396,137 @@ async fn an_oversized_frame_gets_its_close_frame() {
     assert!(reason.contains("message larger than"), "{reason}");
     scene.assert_unharmed("a 32 MiB frame").await;
 }
+
+/// Reads what the server sends on a raw TCP connection until it closes it
+/// (or `limit` passes): `None` when it was not closed in time.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&received).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_and_connection_floods_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let mut scene = Scene::start(&[
+        "--http-header-timeout-secs",
+        "1",
+        "--max-connections-per-address",
+        "24",
+    ])
+    .await;
+    let addr = scene.server.addr;
+
+    // Headers that never finish, and a keep-alive connection left idle.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: larder\r\n")
+        .await
+        .expect("write");
+    let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: larder\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(
+        read_until_closed(&mut slow, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "a request whose headers never finish is cut off"
+    );
+    let answered = read_until_closed(&mut idle, Duration::from_secs(5))
+        .await
+        .expect("an idle keep-alive connection is closed");
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    scene.assert_unharmed("slow headers").await;
+
+    // More connections from one address than it may hold: the rest get a
+    // short 503 and are closed. (The four witnesses hold four already.)
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        flood.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let mut refused = 0;
+    for tcp in &mut flood {
+        if let Some(answer) = read_until_closed(tcp, Duration::from_millis(300)).await
+            && answer.starts_with("HTTP/1.1 503")
+        {
+            assert!(answer.contains("retry-after: 1"), "{answer}");
+            assert!(answer.contains("too_many_connections"), "{answer}");
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 20,
+        "only {refused} of 40 refused past the cap of 24"
+    );
+    assert!(scene.metric("larder_connections_refused_total").await >= 20.0);
+    drop(flood);
+    scene.assert_unharmed("a connection flood").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_logins_is_queued_or_refused_without_spawning_threads() {
+    let mut scene = Scene::start(&[]).await;
+    let threads_before = threads(scene.server.pid());
+    let app = &scene.app;
+    let logins: Vec<_> = (0..64)
+        .map(|_| {
+            let request = app
+                .http()
+                .post(app.url("/v1/auth/login"))
+                .json(&serde_json::json!({"email": "nobody@larder.test", "password": "guess"}));
+            tokio::spawn(async move { request.send().await.expect("answered") })
+        })
+        .collect();
+    let (mut unauthorized, mut busy) = (0, 0);
+    for login in logins {
+        let response = login.await.expect("task");
+        match response.status().as_u16() {
+            401 => unauthorized += 1,
+            503 => {
+                assert_eq!(
+                    response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok()),
+                    Some("1")
+                );
+                let body: serde_json::Value = response.json().await.expect("JSON error");
+                assert_eq!(body["error"]["code"], "busy");
+                busy += 1;
+            }
+            other => panic!("a login in the burst answered {other}"),
+        }
+    }
+    eprintln!("{unauthorized} answered, {busy} refused as busy");
+    assert!(
+        unauthorized > 0 && busy > 0,
+        "some are served, the rest refused"
+    );
+    let threads_after = threads(scene.server.pid());
+    assert!(
+        threads_after <= threads_before + 8,
+        "threads grew from {threads_before} to {threads_after}"
+    );
+    scene.assert_unharmed("a burst of logins").await;
+}
+
+/// Threads of a process (`Threads` of `/proc/<pid>/status`).
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads")
+}

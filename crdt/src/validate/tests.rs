@@ -324,3 +324,31 @@ fn client_ids_wider_than_53_bits_are_refused() {
         Err(Invalid::ClientTooLarge)
     );
 }
+
+#[test]
+fn a_client_given_twice_is_refused() {
+    // Two runs of client 1 from clock 0 (the bytes a review found to make
+    // yrs free a block it still points to).
+    let update = [
+        2, 1, 1, 0, 4, 1, 1, b't', 2, b'a', b'b', 1, 1, 0, 4, 1, 1, b't', 1, b'a', 0,
+    ];
+    assert_eq!(
+        check_update(&update, &Limits::default()),
+        Err(Invalid::DuplicateClient)
+    );
+}
+
+#[test]
+fn subdocuments_are_refused() {
+    let mut doc = Vec::new();
+    string(&mut doc, "guid");
+    doc.push(126);
+    assert_eq!(
+        check_update(&one_item(0, DOC, &doc), &Limits::default()),
+        Err(Invalid::Subdocument)
+    );
+    assert_eq!(
+        check_update(&one_item(0, TYPE, &[9]), &Limits::default()),
+        Err(Invalid::Subdocument)
+    );
+}

@@ -163,6 +163,7 @@ fn session(
         (status = 409, description = "Email taken", body = ErrorBody),
         (status = 422, description = "Invalid body", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Too many sign-ins at once; Retry-After says when to retry", body = ErrorBody),
     ))]
 async fn signup(
     State(state): State<AppState>,
@@ -191,6 +192,7 @@ async fn signup(
         (status = 200, description = "Signed in", body = Session),
         (status = 401, description = "Wrong email or password", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
+        (status = 503, description = "Too many sign-ins at once; Retry-After says when to retry", body = ErrorBody),
     ))]
 async fn login(
     State(state): State<AppState>,

@@ -7,6 +7,7 @@
 mod persist;
 
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,8 @@ pub(crate) struct Room {
     doc_bytes: usize,
     /// Bytes yrs holds aside for updates whose dependencies are missing.
     pending_bytes: usize,
+    /// Sync step 1 requests waiting for a rebuild to finish.
+    deferred_step1: HashMap<ConnId, StateVector>,
 }
 
 enum Event {
@@ -114,6 +117,18 @@ fn contained<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, ()> {
         metrics::counter!("larder_room_panics_total").increment(1);
         tracing::error!(what, panic = %message, "a panic was contained");
     })
+}
+
+/// Applies `update` to `doc`; returns what changed. The transaction commits
+/// only once applying returned: after a panic inside yrs it is left
+/// uncommitted (committing a half-integrated state could panic again while
+/// unwinding, which aborts the process), and the caller replaces `doc`.
+fn apply_to(doc: &Doc, update: Update) -> Result<Vec<u8>, yrs::error::UpdateError> {
+    let mut txn = ManuallyDrop::new(doc.transact_mut());
+    let applied = txn.apply_update(update);
+    let txn = ManuallyDrop::into_inner(txn);
+    applied?;
+    Ok(txn.encode_update_v1())
 }
 
 impl Room {
@@ -161,6 +176,7 @@ impl Room {
             is_gone: false,
             doc_bytes: 0,
             pending_bytes: 0,
+            deferred_step1: HashMap::new(),
         }
     }
 
@@ -402,10 +418,15 @@ impl Room {
     /// read the last one gets that one (and the updates after it, which
     /// cover anything newer), so asking cannot multiply the document in
     /// the server's memory.
-    fn answer_step1(&mut self, conn: ConnId, sv: &StateVector) {
+    pub(super) fn answer_step1(&mut self, conn: ConnId, sv: &StateVector) {
         let Some(state) = self.conns.get(&conn) else {
             return;
         };
+        if self.is_rebuilding {
+            // Answered from the rebuilt document.
+            self.deferred_step1.insert(conn, sv.clone());
+            return;
+        }
         if state.control.is_reply_queued(Reply::State) {
             metrics::counter!("larder_replies_coalesced_total", "kind" => "state").increment(1);
             return;
@@ -483,29 +504,26 @@ impl Room {
             return;
         }
         let doc = &self.doc;
-        let applied = contained("applying an update", || {
-            let mut txn = doc.transact_mut();
-            txn.apply_update(update)?;
-            Ok::<_, yrs::error::UpdateError>(txn.encode_update_v1())
-        });
+        let applied = contained("applying an update", || apply_to(doc, update));
         let delta = match applied {
             Ok(Ok(delta)) => delta,
             Ok(Err(e)) => {
+                // yrs may have integrated part of it before failing: that
+                // part would be served but never stored. Rebuild without it.
                 tracing::debug!(conn, error = %e, "update does not apply");
                 self.close_conn(
                     conn,
                     CloseReason::new(close::MALFORMED, "update cannot be applied"),
                 );
+                self.request_rebuild("an update applied only in part");
                 return;
             }
             Err(()) => {
-                // The document may be inconsistent now: rebuild it from
-                // storage and what is not stored yet.
                 self.close_conn(
                     conn,
                     CloseReason::new(close::MALFORMED, "update cannot be applied"),
                 );
-                self.request_rebuild("an update made yrs panic");
+                self.replace_doc_after_panic();
                 return;
             }
         };
@@ -724,6 +742,7 @@ impl Room {
         }
         metrics::gauge!("larder_connections").decrement(1.0);
         self.batches.forget_conn(conn);
+        self.deferred_step1.remove(&conn);
         let outgoing = self.presence.conn_left(conn);
         self.send_presence(outgoing);
         self.arm_linger();
@@ -790,5 +809,37 @@ impl Room {
         // its clients hold it and would not upload it again.
         self.adopt_unconfirmed(true);
         self.start_flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yrs::{GetString, Text};
+
+    #[test]
+    fn a_panic_is_contained_and_reported() {
+        assert_eq!(contained("adding", || 2 + 2), Ok(4));
+        let panicked: Result<(), ()> = contained("exploding", || panic!("boom"));
+        assert_eq!(panicked, Err(()));
+    }
+
+    #[test]
+    fn an_applied_update_is_committed_and_returned_as_its_delta() {
+        let source = Doc::with_client_id(3);
+        let text = source.get_or_insert_text("note");
+        let update = {
+            let mut txn = source.transact_mut();
+            text.insert(&mut txn, 0, "milk");
+            txn.encode_update_v1()
+        };
+        let doc = Doc::new();
+        let delta = apply_to(&doc, Update::decode_v1(&update).expect("decodes")).expect("applies");
+        assert_eq!(delta, update);
+        let note = doc.get_or_insert_text("note");
+        assert_eq!(note.get_string(&doc.transact()), "milk");
+        // Applying it again changes nothing, and the document is free again.
+        let again = apply_to(&doc, Update::decode_v1(&update).expect("decodes")).expect("applies");
+        assert_eq!(again.as_slice(), EMPTY_UPDATE);
     }
 }

@@ -31,6 +31,7 @@ async fn upgrade(
     Path(list_id): Path<String>,
     query: Result<Query<SyncQuery>, QueryRejection>,
     headers: HeaderMap,
+    slot: Option<axum::Extension<crate::serve::ConnectionSlot>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let list_id = Uuid::parse_str(&list_id)
@@ -67,6 +68,8 @@ async fn upgrade(
     Ok(ws
         .on_upgrade(move |mut socket| {
             tracker.track_future(async move {
+                // The socket stays counted against the connection caps.
+                let _slot = slot;
                 match auth {
                     Ok(grant) => {
                         let remaining = (grant.expires_at - chrono::Utc::now())

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, Transact, Update};
 
-use super::{Room, contained};
+use super::{Room, apply_to, contained};
 use crate::close::{self, CloseReason};
 use crate::rooms::RoomCommand;
 use crate::rooms::commit::CommitOutcome;
@@ -76,12 +76,24 @@ impl Room {
             .await
             .map_err(unavailable)?;
         let started = std::time::Instant::now();
-        if let Err(e) = larder_crdt::state::apply_stored(&self.doc, stored.updates()) {
-            tracing::error!(error = %e, "stored list does not load");
-            return Err(CloseReason::new(
-                close::INTERNAL_ERROR,
-                "stored list is damaged",
-            ));
+        let doc = &self.doc;
+        match contained("loading a list", || {
+            larder_crdt::state::apply_stored(doc, stored.updates())
+        }) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "stored list does not load");
+                return Err(CloseReason::new(
+                    close::INTERNAL_ERROR,
+                    "stored list is damaged",
+                ));
+            }
+            Err(()) => {
+                return Err(CloseReason::new(
+                    close::INTERNAL_ERROR,
+                    "stored list is damaged",
+                ));
+            }
         }
         metrics::histogram!("larder_room_load_seconds").record(started.elapsed().as_secs_f64());
         self.sequencer = Sequencer::new(stored.head_seq, self.ctx.gap_grace);
@@ -252,9 +264,7 @@ impl Room {
         let doc = &self.doc;
         let applied = contained("applying a committed update", || {
             let update = Update::decode_v1(bytes).map_err(|e| e.to_string())?;
-            let mut txn = doc.transact_mut();
-            txn.apply_update(update).map_err(|e| e.to_string())?;
-            Ok::<_, String>(txn.encode_update_v1())
+            apply_to(doc, update).map_err(|e| e.to_string())
         });
         let delta = match applied {
             Ok(Ok(delta)) => delta,
@@ -263,7 +273,7 @@ impl Room {
                 return;
             }
             Err(()) => {
-                self.request_rebuild("a committed update made yrs panic");
+                self.replace_doc_after_panic();
                 return;
             }
         };
@@ -384,9 +394,28 @@ impl Room {
         });
     }
 
+    /// After a panic inside yrs the document may be inconsistent, and its
+    /// uncommitted transaction still holds it: it is replaced at once by one
+    /// holding what is not stored yet, and rebuilt from storage behind it.
+    /// Requests for the whole state wait for the rebuild.
+    pub(super) fn replace_doc_after_panic(&mut self) {
+        let doc = Doc::new();
+        let unstored: Vec<&[u8]> = self.batches.updates().chain(self.live.updates()).collect();
+        let _ = contained("re-applying what is not stored", || {
+            for bytes in unstored {
+                if let Ok(update) = Update::decode_v1(bytes) {
+                    let _ = apply_to(&doc, update);
+                }
+            }
+        });
+        self.doc = doc;
+        self.is_rebuilding = false;
+        self.request_rebuild("yrs panicked; the document was replaced");
+    }
+
     /// Rebuilds the document from storage plus what is not stored yet: after
-    /// a panic inside yrs (the document may be inconsistent) or to drop
-    /// what yrs held aside past its cap.
+    /// a panic inside yrs, after an update that applied only in part, or to
+    /// drop what yrs held aside past its cap.
     pub(super) fn request_rebuild(&mut self, why: &str) {
         if self.is_rebuilding || self.is_gone {
             return;
@@ -405,6 +434,13 @@ impl Room {
             };
             let _ = tx.send(RoomCommand::Rebuilt { result }).await;
         });
+    }
+
+    /// Answers the sync step 1 requests that waited for a rebuild.
+    fn answer_deferred(&mut self) {
+        for (conn, sv) in std::mem::take(&mut self.deferred_step1) {
+            self.answer_step1(conn, &sv);
+        }
     }
 
     pub(super) fn on_rebuilt(&mut self, result: Result<StoredDoc, StoreError>) {
@@ -443,9 +479,13 @@ impl Room {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "the list does not rebuild; keeping the document");
+                self.answer_deferred();
                 return;
             }
-            Err(()) => return,
+            Err(()) => {
+                self.answer_deferred();
+                return;
+            }
         }
         self.doc = doc;
         self.doc_bytes = larder_crdt::state::encode_full_state(&self.doc).len();
@@ -453,12 +493,14 @@ impl Room {
         for conn in self.conns.values_mut() {
             conn.pending_bytes = 0;
         }
-        // Clients upload whatever the rebuilt document lacks.
+        // Clients upload whatever the rebuilt document lacks, and those that
+        // asked for the whole state meanwhile get it now.
         let sv = self.doc.transact().state_vector();
         let conns: Vec<_> = self.conns.keys().copied().collect();
         for conn in conns {
             self.send_to(conn, protocol::encode_sync_step1(&sv), None);
         }
+        self.answer_deferred();
         tracing::info!("document rebuilt");
     }
 }
