@@ -80,6 +80,8 @@ pub enum Payload {
     /// `user` on it (they must authorize again), or of everyone when `user`
     /// is `None` (the list was deleted).
     Revoke { user: Option<Uuid> },
+    /// A read-only link was revoked: every replica closes its sockets.
+    RevokeLink { link: Uuid },
 }
 
 impl Envelope {

@@ -11,9 +11,13 @@
 //! concurrent) request with the same key either replays the stored response
 //! or waits for the first to commit and then replays it; never a second row.
 
+mod links;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
+
+pub use links::ReadOnlyLink;
 
 /// Result type of the directory: database failures only; refusals are
 /// values of each operation's outcome.
@@ -119,6 +123,13 @@ pub enum Created<T> {
 pub enum Rotation {
     /// The old token is now spent; the new one is stored.
     Rotated { user_id: Uuid },
+    /// The token was spent moments ago (within the grace period) for the
+    /// same successor: a retried refresh (a lost response, two tabs). The
+    /// successor stands; it expires at `expires_at`.
+    Replayed {
+        user_id: Uuid,
+        expires_at: DateTime<Utc>,
+    },
     /// The token was spent or revoked before: the whole chain is now revoked.
     Reused,
     /// The token expired.
@@ -153,6 +164,15 @@ struct RefreshRow {
     id: Uuid,
     user_id: Uuid,
     chain_id: Uuid,
+    replaced_by: Option<Uuid>,
+    expires_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The token that replaced a spent refresh token.
+#[derive(sqlx::FromRow)]
+struct Successor {
+    token_hash: String,
     replaced_by: Option<Uuid>,
     expires_at: DateTime<Utc>,
     revoked_at: Option<DateTime<Utc>>,
@@ -258,13 +278,15 @@ impl Directory {
     }
 
     /// Spends the refresh token `old_hash` and stores `new_hash` in its
-    /// chain. A token that was spent or revoked before revokes the chain:
-    /// someone holds a copy of it.
+    /// chain. A token spent within `grace` for this same successor is a
+    /// retry and replays it; otherwise a token that was spent or revoked
+    /// before revokes the chain: someone holds a copy of it.
     pub async fn rotate_refresh_token(
         &self,
         old_hash: &str,
         new_hash: &str,
         new_expires_at: DateTime<Utc>,
+        grace: std::time::Duration,
     ) -> DirResult<Rotation> {
         let mut tx = self.pool.begin().await?;
         let row: Option<RefreshRow> = sqlx::query_as(
@@ -285,6 +307,29 @@ impl Directory {
         else {
             return Ok(Rotation::Unknown);
         };
+        if let (Some(successor), Some(spent_at)) = (replaced_by, revoked_at)
+            && Utc::now() - spent_at < chrono::Duration::from_std(grace).unwrap_or_default()
+        {
+            let next: Option<Successor> = sqlx::query_as(
+                "SELECT token_hash, replaced_by, expires_at, revoked_at \
+                 FROM refresh_tokens WHERE id = $1",
+            )
+            .bind(successor)
+            .fetch_optional(&mut *tx)
+            .await?;
+            // The successor is the one this token derives, and its sign-in
+            // was not revoked since (revoked without a successor).
+            if let Some(next) = next
+                && next.token_hash == new_hash
+                && (next.revoked_at.is_none() || next.replaced_by.is_some())
+            {
+                tx.commit().await?;
+                return Ok(Rotation::Replayed {
+                    user_id,
+                    expires_at: next.expires_at,
+                });
+            }
+        }
         if replaced_by.is_some() || revoked_at.is_some() {
             revoke_chain(&mut tx, chain_id).await?;
             tx.commit().await?;
@@ -477,6 +522,16 @@ impl Directory {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+        // Codes they handed out and nobody used no longer let anyone in.
+        sqlx::query(
+            "UPDATE invitations SET revoked_at = now(), updated_at = now() \
+             WHERE family_id = $1 AND invited_by = $2 \
+               AND accepted_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(family_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(MemberChange::Done(None))
     }

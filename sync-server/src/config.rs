@@ -86,11 +86,11 @@ impl Config {
              max_update_structs={} max_update_delete_ranges={} outbound_queue_bytes={} \
              max_pending_bytes_per_connection={} max_pending_bytes_per_list={} presence_clients_per_connection={} \
              presence_state_bytes={} presence_list_bytes={} http_header_timeout_secs={} max_connections={} \
-             max_connections_per_address={} linger_ms={} commit_window_ms={} \
+             max_connections_per_address={} dead_peer_secs={} linger_ms={} commit_window_ms={} \
              compaction_max_updates={} compaction_max_bytes={} keepalive_ms={} awareness_coalesce_ms={} \
              redis_url={} replica_id={} catchup_interval_ms={} gap_grace_ms={} jwt_secret={} data_dir={} \
              access_token_ttl_secs={} refresh_token_ttl_days={} invitation_ttl_hours={} access_recheck_secs={} \
-             auth_per_minute={} login_per_minute={} writes_per_minute={} trust_forwarded_for={} \
+             refresh_grace_secs={} read_only_link_max_hours={} auth_per_minute={} login_per_minute={} writes_per_minute={} trust_forwarded_for={} \
              projection_debounce_ms={} projection_max_delay_ms={} projection_scan_ms={}",
             self.listen,
             redact_url(&self.database.database_url),
@@ -113,6 +113,7 @@ impl Config {
             self.limits.http_header_timeout_secs,
             self.limits.max_connections,
             self.limits.max_connections_per_address,
+            self.limits.dead_peer_secs,
             self.rooms.linger_ms,
             self.rooms.commit_window_ms,
             self.rooms.compaction_max_updates,
@@ -138,6 +139,8 @@ impl Config {
             self.auth.refresh_token_ttl_days,
             self.auth.invitation_ttl_hours,
             self.auth.access_recheck_secs,
+            self.auth.refresh_grace_secs,
+            self.auth.read_only_link_max_hours,
             self.rate_limits.auth_per_minute,
             self.rate_limits.login_per_minute,
             self.rate_limits.writes_per_minute,
@@ -264,6 +267,11 @@ pub struct Limits {
         default_value_t = 256
     )]
     pub max_connections_per_address: usize,
+
+    /// Seconds after which a peer that vanished without closing its
+    /// connection (lost network) is noticed and its presence removed.
+    #[arg(long, env = "LARDER_DEAD_PEER_SECS", default_value_t = 5)]
+    pub dead_peer_secs: u64,
 }
 
 impl Limits {
@@ -273,6 +281,7 @@ impl Limits {
             header_timeout: Duration::from_secs(self.http_header_timeout_secs.max(1)),
             max_connections: self.max_connections.max(1),
             max_per_address: self.max_connections_per_address,
+            dead_peer_after: Duration::from_secs(self.dead_peer_secs.max(1)),
         }
     }
 
@@ -428,9 +437,23 @@ pub struct AuthConfig {
     /// a revocation the relay lost.
     #[arg(long, env = "LARDER_ACCESS_RECHECK_SECS", default_value_t = 60)]
     pub access_recheck_secs: u64,
+
+    /// Seconds within which a refresh token presented again (a lost
+    /// response, two tabs) gets the same successor instead of revoking its
+    /// sign-in.
+    #[arg(long, env = "LARDER_REFRESH_GRACE_SECS", default_value_t = 30)]
+    pub refresh_grace_secs: u64,
+
+    /// Longest lifetime of a read-only (vendor) link, in hours; links are
+    /// issued for 168 (a week) unless asked otherwise.
+    #[arg(long, env = "LARDER_READ_ONLY_LINK_MAX_HOURS", default_value_t = 720)]
+    pub read_only_link_max_hours: u32,
 }
 
 impl AuthConfig {
+    pub fn refresh_grace(&self) -> Duration {
+        Duration::from_secs(self.refresh_grace_secs)
+    }
     pub fn access_token_ttl(&self) -> Duration {
         Duration::from_secs(self.access_token_ttl_secs.max(1))
     }

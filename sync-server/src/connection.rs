@@ -35,6 +35,8 @@ pub struct ConnectionOptions {
     pub recheck_every: Duration,
     /// The client asked for durable acknowledgements (`?ack=1`).
     pub wants_ack: bool,
+    /// The read-only link the connection's token stands for.
+    pub link_id: Option<Uuid>,
 }
 
 /// A token bucket: `rate` per second, up to `burst` at once.
@@ -82,6 +84,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
             access: options.access,
             user_id: options.user_id,
             wants_ack: options.wants_ack,
+            link_id: options.link_id,
         };
         match room.join(joiner).await {
             Ok(()) => break room,

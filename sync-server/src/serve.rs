@@ -35,6 +35,10 @@ pub struct ServeLimits {
     /// Connections open at once from one client address (0: no cap, for a
     /// server behind a proxy where every connection comes from it).
     pub max_per_address: usize,
+    /// How soon a peer that vanished without closing (a phone that lost
+    /// its network) is noticed: TCP keepalive probes on an idle connection
+    /// and a bound on unacknowledged data.
+    pub dead_peer_after: Duration,
 }
 
 /// Open connections, in total and per address.
@@ -123,11 +127,7 @@ pub async fn serve(
             }
             continue;
         };
-        // Small frames go out at once: Nagle's algorithm meeting delayed ACKs
-        // would hold a sync message back for tens of milliseconds.
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot disable Nagle's algorithm");
-        }
+        tune(&tcp, limits.dead_peer_after);
         let router = router.clone();
         let shutdown = shutdown.clone();
         let slot = ConnectionSlot(Arc::new(slot));
@@ -172,6 +172,29 @@ async fn serve_connection(
     }
 }
 
+/// Small frames go out at once: Nagle's algorithm meeting delayed ACKs would
+/// hold a sync message back for tens of milliseconds. A peer gone silent is
+/// noticed within `dead_peer_after`: keepalive probes start after 40 % of it
+/// idle, one every 20 %, and the connection is dropped when two go
+/// unanswered or data stays unacknowledged for all of it. Its socket then
+/// closes, and its presence is removed for everyone else.
+fn tune(tcp: &TcpStream, dead_peer_after: Duration) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot disable Nagle's algorithm");
+    }
+    let socket = socket2::SockRef::from(tcp);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time((dead_peer_after * 2 / 5).max(Duration::from_secs(1)))
+        .with_interval((dead_peer_after / 5).max(Duration::from_secs(1)))
+        .with_retries(2);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "cannot set TCP keepalive");
+    }
+    if let Err(e) = socket.set_tcp_user_timeout(Some(dead_peer_after)) {
+        tracing::debug!(error = %e, "cannot set the TCP user timeout");
+    }
+}
+
 /// A short 503 for a connection over the caps, then close.
 async fn refuse(mut tcp: TcpStream) {
     const BODY: &str = r#"{"error":{"code":"too_many_connections","message":"too many connections; retry shortly"}}"#;
@@ -198,6 +221,7 @@ mod tests {
             header_timeout: Duration::from_secs(1),
             max_connections: 3,
             max_per_address: 2,
+            dead_peer_after: Duration::from_secs(5),
         };
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();

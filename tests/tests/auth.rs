@@ -113,6 +113,20 @@ async fn every_route_and_the_socket_admit_exactly_who_they_should() {
         app.add_member(&admin, family, &extra).await;
         doomed_members.push(extra.user_id);
     }
+    // Links each caller revokes on its own.
+    let mut doomed_links = Vec::new();
+    for _ in CALLERS {
+        let (status, body) = app
+            .call(
+                "POST",
+                &format!("/v1/lists/{list}/read-only-tokens"),
+                Some(&admin.access_token),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        doomed_links.push(json_uuid(&body["id"]));
+    }
     let m = member.user_id;
     let rows = vec![
         Row::same("GET", "/v1/me".into(), None, [200, 200, 200, 401, 401, 403]),
@@ -197,6 +211,21 @@ async fn every_route_and_the_socket_admit_exactly_who_they_should() {
             Some(json!({})),
             [201, 201, 404, 401, 401, 403],
         ),
+        Row::same(
+            "GET",
+            format!("/v1/lists/{list}/read-only-tokens"),
+            None,
+            [200, 200, 404, 401, 401, 403],
+        ),
+        Row {
+            method: "DELETE",
+            paths: doomed_links
+                .iter()
+                .map(|id| format!("/v1/lists/{list}/read-only-tokens/{id}"))
+                .collect(),
+            body: None,
+            expected: [204, 204, 404, 401, 401, 403],
+        },
         Row::same(
             "POST",
             format!("/v1/lists/{list}/restore"),
@@ -593,6 +622,8 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_whole_sign_in() {
     let (status, second) = refresh(second_token.clone()).await;
     assert_eq!(status, 200, "{second}");
     let third_token = second["refresh_token"].as_str().expect("token").to_owned();
+    // Past the grace period for retries (see the test below).
+    age_rotations(&app).await;
     // The first token again: someone copied it. Everything of that sign-in goes.
     let (status, body) = refresh(account.refresh_token.clone()).await;
     assert_eq!(
@@ -623,6 +654,244 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_whole_sign_in() {
         (401, Some("refresh_token_invalid"))
     );
     app.stop().await;
+}
+
+/// Moves every refresh-token rotation an hour into the past: past any grace
+/// period, without waiting for one.
+async fn age_rotations(app: &TestApp) {
+    let pool = larder_storage::postgres::connect(&app.database_url, 1)
+        .await
+        .expect("connect");
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = revoked_at - interval '1 hour' \
+         WHERE replaced_by IS NOT NULL",
+    )
+    .execute(&pool)
+    .await
+    .expect("age rotations");
+    pool.close().await;
+}
+
+/// A refresh whose response was lost (or two tabs refreshing at once) is
+/// retried with the same token: within the grace period it gets the same
+/// successor and the sign-in lives on; after it, the retry is reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_retried_within_the_grace_period_gets_the_same_successor() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    let account = app.signup("ann").await;
+    let refresh = |token: String| {
+        let app = &app;
+        async move {
+            app.call(
+                "POST",
+                "/v1/auth/refresh",
+                None,
+                Some(json!({"refresh_token": token})),
+            )
+            .await
+        }
+    };
+    let (status, first) = refresh(account.refresh_token.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, retried) = refresh(account.refresh_token.clone()).await;
+    assert_eq!(status, 200, "the retry is answered: {retried}");
+    assert_eq!(
+        retried["refresh_token"], first["refresh_token"],
+        "with the same successor"
+    );
+    let (status, me) = app
+        .call("GET", "/v1/me", retried["access_token"].as_str(), None)
+        .await;
+    assert_eq!(status, 200, "its access token works: {me}");
+    let successor = first["refresh_token"].as_str().expect("token").to_owned();
+    let (status, next) = refresh(successor.clone()).await;
+    assert_eq!(status, 200, "the sign-in lives on: {next}");
+
+    // After the grace period the old token is reuse: the sign-in ends.
+    age_rotations(&app).await;
+    let (status, body) = refresh(account.refresh_token.clone()).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("refresh_token_reused"))
+    );
+    let latest = next["refresh_token"].as_str().expect("token").to_owned();
+    let (status, _) = refresh(latest).await;
+    assert_eq!(status, 401, "every token of the sign-in is revoked");
+    app.stop().await;
+}
+
+/// Removing a member also revokes the invitation codes they handed out and
+/// nobody used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_of_a_removed_admin_stop_working() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    let first = app.signup("first").await;
+    let second = app.signup("second").await;
+    let family = app.create_family(&first, "Smiths").await;
+    app.add_member(&first, family, &second).await;
+    let (status, _) = app
+        .call(
+            "PATCH",
+            &format!("/v1/families/{family}/members/{}", second.user_id),
+            Some(&first.access_token),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, invitation) = app
+        .call(
+            "POST",
+            &format!("/v1/families/{family}/invitations"),
+            Some(&second.access_token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 201, "{invitation}");
+    let code = invitation["code"].as_str().expect("code").to_owned();
+    let (status, _) = app
+        .call(
+            "DELETE",
+            &format!("/v1/families/{family}/members/{}", second.user_id),
+            Some(&first.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let newcomer = app.signup("newcomer").await;
+    let (status, body) = app
+        .call(
+            "POST",
+            &format!("/v1/invitations/{code}/accept"),
+            Some(&newcomer.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 410, "the removed admin's code is revoked: {body}");
+    let (status, _) = app
+        .call(
+            "GET",
+            &format!("/v1/families/{family}"),
+            Some(&newcomer.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "the newcomer did not get in");
+    app.stop().await;
+}
+
+/// Vendor links are listed and revocable; revoking one closes its live
+/// socket on another replica, and it cannot connect again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_vendor_link_closes_its_socket_on_every_replica() {
+    let redis = redis_url().await;
+    let db = TestDatabase::create().await;
+    let a = TestApp::spawn_replica(db.url(), &redis, |_| {}).await;
+    let b = TestApp::spawn_replica(db.url(), &redis, |_| {}).await;
+    let owner = a.signup("owner").await;
+    let family = a.create_family(&owner, "Smiths").await;
+    let list = a.create_list(&owner, family, "Weekly").await;
+    let issue = |hours: Option<u32>| {
+        let a = &a;
+        let owner = &owner;
+        async move {
+            let body = match hours {
+                Some(h) => json!({"expires_in_hours": h}),
+                None => json!({}),
+            };
+            a.call(
+                "POST",
+                &format!("/v1/lists/{list}/read-only-tokens"),
+                Some(&owner.access_token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (status, kept) = issue(None).await;
+    assert_eq!(status, 201, "{kept}");
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(kept["expires_at"].as_str().expect("expiry"))
+            .expect("a timestamp");
+    let week = expires.signed_duration_since(chrono::Utc::now());
+    assert!(
+        week > chrono::Duration::hours(167) && week <= chrono::Duration::hours(168),
+        "a link lasts a week unless asked otherwise: {week}"
+    );
+    let (status, body) = issue(Some(721)).await;
+    assert_eq!(status, 422, "past the maximum lifetime: {body}");
+    let (status, doomed) = issue(Some(2)).await;
+    assert_eq!(status, 201, "{doomed}");
+    let doomed_id = json_uuid(&doomed["id"]);
+    let doomed_token = doomed["token"].as_str().expect("token").to_owned();
+
+    let (status, listed) = a
+        .call(
+            "GET",
+            &format!("/v1/lists/{list}/read-only-tokens"),
+            Some(&owner.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    let ids: Vec<Uuid> = listed["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|t| json_uuid(&t["id"]))
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&doomed_id) && ids.contains(&json_uuid(&kept["id"])));
+    assert!(
+        listed.to_string().find(&doomed_token).is_none(),
+        "tokens are never listed"
+    );
+
+    // The vendor syncs through replica B; the family revokes through A.
+    let vendor = open_socket(&b, list, Some(&doomed_token)).await;
+    wait_synced(&vendor).await;
+    let other_vendor = open_socket(&b, list, Some(kept["token"].as_str().expect("token"))).await;
+    wait_synced(&other_vendor).await;
+    let (status, _) = a
+        .call(
+            "DELETE",
+            &format!("/v1/lists/{list}/read-only-tokens/{doomed_id}"),
+            Some(&owner.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (code, reason) = closed_with(&vendor, Duration::from_secs(5), "revoked link").await;
+    assert_eq!((code, reason.as_str()), (4403, "this link was revoked"));
+    assert!(
+        other_vendor.status().borrow().closed_with.is_none(),
+        "the other link keeps syncing"
+    );
+    let again = open_socket(&b, list, Some(&doomed_token)).await;
+    let (code, _) = closed_with(&again, Duration::from_secs(10), "revoked link again").await;
+    assert_eq!(code, 4403);
+    let (status, listed) = a
+        .call(
+            "GET",
+            &format!("/v1/lists/{list}/read-only-tokens"),
+            Some(&owner.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["tokens"].as_array().map(Vec::len), Some(1));
+    let (status, _) = a
+        .call(
+            "DELETE",
+            &format!("/v1/lists/{list}/read-only-tokens/{}", Uuid::now_v7()),
+            Some(&owner.access_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "no such link");
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -159,3 +159,42 @@ async fn presence_crosses_replicas_and_vanishes_there_too() {
     first.stop().await;
     second.stop().await;
 }
+
+/// A client whose TCP connection is cut without a WebSocket close frame
+/// (a phone losing its network, here a proxy dropping the connection) is
+/// removed for the others on the same replica within 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_of_a_connection_cut_without_a_close_frame_vanishes_on_the_same_replica() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    let list = Uuid::new_v4();
+    let proxy = larder_tests::proxy::TcpProxy::start(app.addr).await;
+    let (mut ann, _) =
+        tokio_tungstenite::connect_async(proxy.rewrite_url(&app.sync_url(list).await))
+            .await
+            .expect("connect through the proxy");
+    let (mut bob, _) = tokio_tungstenite::connect_async(app.sync_url(list).await)
+        .await
+        .expect("connect");
+    let ann_id = ClientID::new(5151);
+    ann.send(WsMessage::Binary(
+        announce(ann_id, r#"{"user":{"name":"ann"}}"#).into(),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(
+        awareness_of(&mut bob, ann_id).await,
+        r#"{"user":{"name":"ann"}}"#
+    );
+    proxy.cut();
+    awareness_becomes(
+        &mut bob,
+        ann_id,
+        "null",
+        Duration::from_secs(5),
+        "ann's cut connection is gone for bob",
+    )
+    .await;
+    drop(ann);
+    app.stop().await;
+}

@@ -235,17 +235,29 @@ async fn refresh(
     body: ApiJson<RefreshRequest>,
 ) -> Result<Json<Session>, ApiError> {
     state.limit_auth(ip).await?;
-    let (new_token, new_expires) = new_refresh_token(&state)?;
+    let (_, new_expires) = new_refresh_token(&state)?;
+    // Derived from the old token: a retry within the grace period gets it again.
+    let new_token = state
+        .tokens
+        .successor_refresh_token(&body.value.refresh_token);
     let rotation = state
         .directory
         .rotate_refresh_token(
             &hash_secret(&body.value.refresh_token),
             &hash_secret(&new_token),
             new_expires,
+            state.config.auth.refresh_grace(),
         )
         .await?;
-    let user_id = match rotation {
-        Rotation::Rotated { user_id } => user_id,
+    let (user_id, new_expires) = match rotation {
+        Rotation::Rotated { user_id } => (user_id, new_expires),
+        Rotation::Replayed {
+            user_id,
+            expires_at,
+        } => {
+            metrics::counter!("larder_refresh_token_replays_total").increment(1);
+            (user_id, expires_at)
+        }
         Rotation::Reused => {
             tracing::warn!("a spent refresh token was presented; its sign-in is revoked");
             metrics::counter!("larder_refresh_token_reuse_total").increment(1);

@@ -20,7 +20,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::families::require_member;
-use super::lists::{ListView, live_list, write_error};
+use super::list_access::live_list;
+use super::lists::{ListView, write_error};
 use super::{
     ApiJson, ApiPath, ApiQuery, Caller, Validate, check, idempotency_key, next_page, page_limit,
 };

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
 use super::families::{created_response, idempotency_record, require_member};
+use super::list_access::{live_list, visible_list};
 use super::{ApiJson, ApiPath, ApiQuery, Caller, Validate, check, next_page, page_limit};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -33,10 +34,6 @@ pub fn router() -> Router<AppState> {
                 .delete(delete_list),
         )
         .route("/v1/lists/{list_id}/restore", post(restore_list))
-        .route(
-            "/v1/lists/{list_id}/read-only-tokens",
-            post(read_only_token),
-        )
 }
 
 /// Longest list name, in characters (as the document schema allows).
@@ -140,33 +137,6 @@ impl Validate for UpdateListRequest {
     }
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReadOnlyTokenRequest {
-    /// Lifetime in hours, 1 to 720 (default 168, a week).
-    #[serde(default)]
-    pub expires_in_hours: Option<u32>,
-}
-
-impl Validate for ReadOnlyTokenRequest {
-    fn validate(&self) -> Result<(), String> {
-        match self.expires_in_hours {
-            Some(h) if !(1..=720).contains(&h) => {
-                Err("expires_in_hours must be 1 to 720".to_owned())
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-/// A token that may sync one list without changing it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReadOnlyToken {
-    pub token: String,
-    pub list_id: Uuid,
-    pub expires_at: DateTime<Utc>,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -177,38 +147,6 @@ pub struct ListQuery {
     pub cursor: Option<Uuid>,
     /// `true` lists the deleted lists (to restore one).
     pub deleted: Option<bool>,
-}
-
-/// The list's row if the caller is a member of its family, deleted or not;
-/// 404 otherwise.
-pub(crate) async fn visible_list(
-    state: &AppState,
-    list_id: Uuid,
-    caller: &Caller,
-) -> Result<ListRow, ApiError> {
-    state
-        .directory
-        .list_access(list_id, caller.user_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    state
-        .directory
-        .list(list_id)
-        .await?
-        .ok_or(ApiError::NotFound)
-}
-
-/// The list's row if visible and not deleted.
-pub(crate) async fn live_list(
-    state: &AppState,
-    list_id: Uuid,
-    caller: &Caller,
-) -> Result<ListRow, ApiError> {
-    let row = visible_list(state, list_id, caller).await?;
-    if row.deleted_at.is_some() {
-        return Err(ApiError::NotFound);
-    }
-    Ok(row)
 }
 
 /// The HTTP answer to a failed document write.
@@ -445,38 +383,4 @@ async fn restore_list(
         .await?
         .ok_or_else(|| ApiError::conflict("not_deleted", "the list is not deleted"))?;
     Ok(Json(row.into()))
-}
-
-/// Issues a read-only token for the list (e.g. for a vendor): it syncs the
-/// list but its changes are refused. It stops working when the issuer
-/// leaves the family or the list is deleted.
-#[utoipa::path(post, path = "/v1/lists/{list_id}/read-only-tokens", tag = "lists",
-    security(("bearer" = [])),
-    params(("list_id" = Uuid, Path)), request_body = ReadOnlyTokenRequest,
-    responses(
-        (status = 201, body = ReadOnlyToken),
-        (status = 404, description = "No such list, deleted, or not a member", body = ErrorBody),
-    ))]
-async fn read_only_token(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(list_id): ApiPath<Uuid>,
-    body: ApiJson<ReadOnlyTokenRequest>,
-) -> Result<(StatusCode, Json<ReadOnlyToken>), ApiError> {
-    live_list(&state, list_id, &caller).await?;
-    state.limit_writes(&caller).await?;
-    let hours = body.value.expires_in_hours.unwrap_or(168);
-    let (token, expires_at) = state.tokens.issue_read_only(
-        caller.user_id,
-        list_id,
-        std::time::Duration::from_secs(u64::from(hours) * 3600),
-    );
-    Ok((
-        StatusCode::CREATED,
-        Json(ReadOnlyToken {
-            token,
-            list_id,
-            expires_at,
-        }),
-    ))
 }

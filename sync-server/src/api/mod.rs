@@ -13,6 +13,8 @@
 pub mod accounts;
 pub mod families;
 pub mod items;
+pub mod links;
+pub mod list_access;
 pub mod lists;
 pub mod openapi;
 
@@ -40,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .merge(accounts::router())
         .merge(families::router())
         .merge(lists::router())
+        .merge(links::router())
         .merge(items::router())
         .merge(openapi::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, families, items, lists};
+use super::{accounts, families, items, links, lists};
 use crate::app::AppState;
 use crate::error::{ErrorBody, ErrorDetail};
 
@@ -39,7 +39,9 @@ use crate::error::{ErrorBody, ErrorDetail};
         lists::update_list,
         lists::delete_list,
         lists::restore_list,
-        lists::read_only_token,
+        links::create_link,
+        links::list_links,
+        links::revoke_link,
         items::add_item,
         items::update_item,
         items::delete_item,

@@ -2,7 +2,8 @@
 //! and the check that admits a sync socket to a list.
 //!
 //! Members of a family (any role) read and write its lists; a read-only
-//! token reads the one list it names for as long as its issuer is a member.
+//! token (a vendor link) reads the one list it names for as long as its
+//! issuer is a member and its link is neither revoked nor expired.
 //! Whoever may not see a list is told it does not exist.
 
 pub mod password;
@@ -38,6 +39,8 @@ pub struct SocketGrant {
     pub user_id: Uuid,
     /// When the token expires: the socket is closed then.
     pub expires_at: DateTime<Utc>,
+    /// The link a read-only token stands for.
+    pub link_id: Option<Uuid>,
 }
 
 /// Checks again, while a socket is open, that its user may still see the
@@ -48,20 +51,35 @@ pub struct AccessCheck {
     directory: Directory,
     list_id: Uuid,
     user_id: Uuid,
+    link_id: Option<Uuid>,
 }
 
 impl AccessCheck {
-    pub fn new(directory: Directory, list_id: Uuid, user_id: Uuid) -> Self {
+    pub fn new(directory: Directory, list_id: Uuid, user_id: Uuid, link_id: Option<Uuid>) -> Self {
         AccessCheck {
             directory,
             list_id,
             user_id,
+            link_id,
         }
     }
 
     /// `Err` with the close reason when access is gone. A database that
     /// does not answer keeps the socket open: the next check decides.
     pub async fn check(&self) -> Result<(), CloseReason> {
+        if let Some(link) = self.link_id {
+            match self
+                .directory
+                .read_only_link_is_live(self.list_id, link)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Err(link_revoked()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot re-check a link; keeping the socket");
+                }
+            }
+        }
         match self.directory.list_access(self.list_id, self.user_id).await {
             Ok(Some(access)) if !access.is_deleted => Ok(()),
             Ok(Some(_)) => Err(CloseReason::new(close::NOT_FOUND, "list deleted")),
@@ -101,18 +119,35 @@ pub async fn authorize_socket(
         )
     })?;
     let not_found = || CloseReason::new(close::NOT_FOUND, "list not found");
-    let access = match claims.scope {
-        Scope::Full => Access::ReadWrite,
-        Scope::Read if claims.list == Some(list_id) => Access::ReadOnly,
+    let unavailable = |e: sqlx::Error| {
+        tracing::warn!(error = %e, "cannot check list access");
+        CloseReason::new(close::TRY_AGAIN_LATER, "storage unavailable")
+    };
+    let (access, link_id) = match claims.scope {
+        Scope::Full => (Access::ReadWrite, None),
+        Scope::Read if claims.list == Some(list_id) => {
+            // Links issued before links had ids cannot be revoked: refused.
+            let Some(link) = claims.jti else {
+                return Err(CloseReason::new(
+                    close::UNAUTHORIZED,
+                    "this link is outdated: ask the family for a new one",
+                ));
+            };
+            if !directory
+                .read_only_link_is_live(list_id, link)
+                .await
+                .map_err(unavailable)?
+            {
+                return Err(link_revoked());
+            }
+            (Access::ReadOnly, Some(link))
+        }
         Scope::Read => return Err(not_found()),
     };
     let membership = directory
         .list_access(list_id, claims.sub)
         .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "cannot check list access");
-            CloseReason::new(close::TRY_AGAIN_LATER, "storage unavailable")
-        })?;
+        .map_err(unavailable)?;
     match membership {
         None => Err(not_found()),
         Some(m) if m.is_deleted => Err(CloseReason::new(close::NOT_FOUND, "list deleted")),
@@ -120,6 +155,12 @@ pub async fn authorize_socket(
             access,
             user_id: claims.sub,
             expires_at: claims.expires_at(),
+            link_id,
         }),
     }
+}
+
+/// The close reason of a socket whose link was revoked (or expired).
+pub fn link_revoked() -> CloseReason {
+    CloseReason::new(close::FORBIDDEN, "this link was revoked")
 }

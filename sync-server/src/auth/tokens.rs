@@ -3,7 +3,9 @@
 //! read one list and stays valid while its issuer is a member.
 //!
 //! Refresh tokens and invitation codes are random strings of which only a
-//! SHA-256 hash is stored.
+//! SHA-256 hash is stored. The successor of a refresh token is derived from
+//! it with a keyed hash, so a refresh retried within the grace period (a
+//! lost response, two tabs) gets the same successor again.
 
 use std::path::Path;
 use std::time::Duration;
@@ -45,6 +47,9 @@ pub struct Claims {
     /// The one list a read-only token may read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub list: Option<Uuid>,
+    /// A read-only token's link id: its row says whether it was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<Uuid>,
 }
 
 impl Claims {
@@ -68,6 +73,9 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Key of the refresh-token successor derivation (derived from the
+    /// secret, never the secret itself).
+    successor_key: [u8; 32],
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -89,10 +97,14 @@ impl TokenKeys {
         // Expiry is exact: a socket is closed at `exp`, so a request must not
         // be accepted after it either.
         validation.leeway = 0;
+        let mut successor = Sha256::new();
+        successor.update(b"larder refresh-token successor key\0");
+        successor.update(secret);
         Ok(TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            successor_key: successor.finalize().into(),
         })
     }
 
@@ -128,14 +140,36 @@ impl TokenKeys {
         self.sign(user, Scope::Full, None, expiry(ttl))
     }
 
-    /// A read-only token for one list, issued by the member `user`.
+    /// A read-only token for one list, issued by the member `user` as the
+    /// link `link_id`, valid until `expires_at`.
     pub fn issue_read_only(
         &self,
         user: Uuid,
         list: Uuid,
-        ttl: Duration,
-    ) -> (String, DateTime<Utc>) {
-        self.sign(user, Scope::Read, Some(list), expiry(ttl))
+        link_id: Uuid,
+        expires_at: DateTime<Utc>,
+    ) -> String {
+        let claims = Claims {
+            sub: user,
+            iss: ISSUER.to_owned(),
+            iat: Utc::now().timestamp(),
+            exp: expires_at.timestamp(),
+            scope: Scope::Read,
+            list: Some(list),
+            jti: Some(link_id),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing does not fail")
+    }
+
+    /// The refresh token that replaces `refresh_token`: the same every time
+    /// for the same token, unguessable without the server's secret.
+    pub fn successor_refresh_token(&self, refresh_token: &str) -> String {
+        use hmac::{Mac, SimpleHmac};
+        let mut mac = SimpleHmac::<Sha256>::new_from_slice(&self.successor_key)
+            .expect("HMAC takes a key of any length");
+        mac.update(refresh_token.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
     /// A token with any expiry, in the past too (tests of expiry use it).
@@ -153,6 +187,7 @@ impl TokenKeys {
             exp: expires_at.timestamp(),
             scope,
             list,
+            jti: None,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing does not fail");
@@ -257,6 +292,27 @@ mod tests {
         let (token, _) = first.issue(Uuid::now_v7(), Duration::from_secs(60));
         assert!(second.verify(&token).is_ok());
         std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn a_refresh_token_always_has_the_same_successor_under_one_secret() {
+        let keys = keys();
+        let first = keys.successor_refresh_token("token-a");
+        assert_eq!(first, keys.successor_refresh_token("token-a"));
+        assert_ne!(first, keys.successor_refresh_token("token-b"));
+        let other = TokenKeys::from_secret(&[9u8; 40]).expect("keys");
+        assert_ne!(first, other.successor_refresh_token("token-a"));
+        assert!(first.len() >= 43, "256 bits");
+    }
+
+    #[test]
+    fn a_read_only_token_carries_its_link() {
+        let keys = keys();
+        let (user, list, link) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let token = keys.issue_read_only(user, list, link, Utc::now() + chrono::Duration::hours(1));
+        let claims = keys.verify(&token).expect("valid");
+        assert_eq!(claims.scope, Scope::Read);
+        assert_eq!((claims.list, claims.jti), (Some(list), Some(link)));
     }
 
     #[test]

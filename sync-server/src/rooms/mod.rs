@@ -165,6 +165,8 @@ pub struct Joiner {
     /// The account the connection speaks for, so revoking its access closes it.
     pub user_id: Option<Uuid>,
     pub wants_ack: bool,
+    /// The read-only link it stands for, so revoking the link closes it.
+    pub link_id: Option<Uuid>,
 }
 
 /// Why a join failed.
@@ -209,6 +211,10 @@ pub(crate) enum RoomCommand {
     /// Close the connections of `user` (everyone's when `None`: the list is gone).
     Revoke {
         user: Option<Uuid>,
+    },
+    /// Close the connections of the read-only link `link`.
+    RevokeLink {
+        link: Uuid,
     },
 }
 
@@ -340,6 +346,19 @@ impl Rooms {
         ));
     }
 
+    /// Closes the sockets of the read-only link `link` to `list_id` on this
+    /// replica and, through the relay, on every other one.
+    pub async fn revoke_link(&self, list_id: Uuid, link: Uuid) {
+        if let Some(handle) = self.open_handle(list_id) {
+            let _ = handle.tx.send(RoomCommand::RevokeLink { link }).await;
+        }
+        self.ctx.relay.publish(larder_relay::Envelope::new(
+            self.ctx.replica_id,
+            list_id,
+            larder_relay::Payload::RevokeLink { link },
+        ));
+    }
+
     /// The handle of the list's room if it is open on this replica.
     fn open_handle(&self, list_id: Uuid) -> Option<RoomHandle> {
         self.registry
@@ -389,7 +408,11 @@ impl Rooms {
                         if envelope.origin == rooms.ctx.replica_id {
                             continue;
                         }
-                        if matches!(envelope.payload, larder_relay::Payload::Revoke { .. }) {
+                        if matches!(
+                            envelope.payload,
+                            larder_relay::Payload::Revoke { .. }
+                                | larder_relay::Payload::RevokeLink { .. }
+                        ) {
                             rooms.deliver(envelope.list_id, RoomCommand::Relayed(envelope));
                         } else {
                             rooms.offer(envelope.list_id, RoomCommand::Relayed(envelope));

@@ -46,6 +46,8 @@ struct Conn {
     /// The account the connection speaks for.
     user_id: Option<Uuid>,
     wants_ack: bool,
+    /// The read-only link it stands for.
+    link_id: Option<Uuid>,
     /// Whether this read-only connection was already told it may not write.
     was_denied: bool,
     /// Bytes yrs holds aside for updates of this connection whose
@@ -363,6 +365,7 @@ impl Room {
             RoomCommand::CaughtUp { result } => self.on_caught_up(result),
             RoomCommand::Rebuilt { result } => self.on_rebuilt(result),
             RoomCommand::Revoke { user } => self.revoke(user),
+            RoomCommand::RevokeLink { link } => self.revoke_link(link),
         }
     }
 
@@ -375,6 +378,7 @@ impl Room {
             access,
             user_id,
             wants_ack,
+            link_id,
         } = joiner;
         self.conns.insert(
             conn,
@@ -384,6 +388,7 @@ impl Room {
                 access,
                 user_id,
                 wants_ack,
+                link_id,
                 was_denied: false,
                 pending_bytes: 0,
             },
@@ -750,7 +755,7 @@ impl Room {
 
     /// Access changed: closes the connections of `user` (they must
     /// authorize again), or all of them when the list was deleted.
-    fn revoke(&mut self, user: Option<Uuid>) {
+    pub(super) fn revoke(&mut self, user: Option<Uuid>) {
         let Some(user) = user else {
             self.list_gone();
             return;
@@ -767,6 +772,20 @@ impl Room {
                 conn,
                 CloseReason::new(close::FORBIDDEN, "access to this list was revoked"),
             );
+        }
+    }
+
+    /// A read-only link was revoked: its connections close.
+    pub(super) fn revoke_link(&mut self, link: Uuid) {
+        let revoked: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.link_id == Some(link))
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in revoked {
+            tracing::info!(conn, %link, "link revoked; closing connection");
+            self.close_conn(conn, crate::auth::link_revoked());
         }
     }
 

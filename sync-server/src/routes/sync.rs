@@ -79,7 +79,8 @@ async fn upgrade(
                             access: grant.access,
                             user_id: Some(grant.user_id),
                             expires_at: Some(tokio::time::Instant::now() + remaining),
-                            recheck: Some(auth::AccessCheck::new(directory, list_id, grant.user_id)),
+                            recheck: Some(auth::AccessCheck::new(directory, list_id, grant.user_id, grant.link_id)),
+                            link_id: grant.link_id,
                             recheck_every,
                             wants_ack,
                         };

@@ -236,6 +236,7 @@ impl Room {
             }
             Payload::Awareness { update } => self.on_relayed_presence(&update),
             Payload::Revoke { user } => self.revoke(user),
+            Payload::RevokeLink { link } => self.revoke_link(link),
         }
     }
 
