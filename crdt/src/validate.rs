@@ -216,8 +216,52 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A struct's id: client and clock.
+pub type Id = (u64, u32);
+
+/// One struct of a checked update, for [`walk_update`]'s visitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Struct {
+    pub client: u64,
+    pub clock: u32,
+    pub len: u32,
+    /// `None` for a collected (GC) range: no content, no parent.
+    pub item: Option<ItemRefs>,
+}
+
+/// What an item refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemRefs {
+    pub origin: Option<Id>,
+    pub right_origin: Option<Id>,
+    /// Written only when the item has no neighbours to take it from:
+    /// `None` is a root type, `Some(id)` the type item `id`.
+    pub parent: Option<Option<Id>>,
+    /// The item holds a type (a map, array, text...), which items can nest in.
+    pub is_type: bool,
+}
+
 /// Checks a v1 update (sync step 2 or update body).
 pub fn check_update(bytes: &[u8], limits: &Limits) -> Result<UpdateShape, Invalid> {
+    walk_update(bytes, limits, |_| {})
+}
+
+/// What [`walk_update`] shows its visitor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// A struct the update carries (not a skipped range, not one of length 0).
+    Struct(Struct),
+    /// A range of the delete set.
+    Deleted { client: u64, clock: u32, len: u32 },
+}
+
+/// [`check_update`], showing `visit` every struct that yrs keeps and every
+/// deleted range.
+pub fn walk_update(
+    bytes: &[u8],
+    limits: &Limits,
+    mut visit: impl FnMut(Seen),
+) -> Result<UpdateShape, Invalid> {
     let mut r = Reader::new(bytes);
     let mut shape = UpdateShape::default();
     // Each client takes at least 3 bytes: block count, id, clock.
@@ -237,22 +281,36 @@ pub fn check_update(bytes: &[u8], limits: &Limits) -> Result<UpdateShape, Invali
         if shape.structs > limits.max_structs {
             return Err(Invalid::TooManyStructs(limits.max_structs));
         }
-        if !seen.insert(r.client()?) {
+        let client = r.client()?;
+        if !seen.insert(client) {
             return Err(Invalid::DuplicateClient);
         }
         let mut clock = clock_end(r.var_u32()?, 0)?;
         for _ in 0..blocks {
-            let len = check_block(&mut r, limits)?;
+            let (len, item, is_skip) = check_block(&mut r, limits)?;
+            if len > 0 && !is_skip {
+                visit(Seen::Struct(Struct {
+                    client,
+                    clock,
+                    len,
+                    item,
+                }));
+            }
             clock = clock_end(clock, len)?;
         }
     }
-    shape.delete_ranges = check_delete_set(&mut r, limits)?;
+    shape.delete_ranges = check_delete_set(&mut r, limits, &mut visit)?;
     r.finish()?;
     Ok(shape)
 }
 
-/// One block; returns the clock length yrs gives it (0 for a block it drops).
-fn check_block(r: &mut Reader<'_>, limits: &Limits) -> Result<u32, Invalid> {
+/// One block; returns the clock length yrs gives it (0 for a block it
+/// drops), for an item what it refers to, and whether it is a skip (a range
+/// the update does not carry).
+fn check_block(
+    r: &mut Reader<'_>,
+    limits: &Limits,
+) -> Result<(u32, Option<ItemRefs>, bool), Invalid> {
     let info = r.u8()?;
     match info {
         SKIP | GC => {
@@ -260,34 +318,48 @@ fn check_block(r: &mut Reader<'_>, limits: &Limits) -> Result<u32, Invalid> {
             if len == 0 {
                 return Err(r.malformed());
             }
-            return Ok(len);
+            return Ok((len, None, info == SKIP));
         }
         _ => {}
     }
-    if info & HAS_ORIGIN != 0 {
-        check_id(r)?;
-    }
-    if info & HAS_RIGHT_ORIGIN != 0 {
-        check_id(r)?;
-    }
+    let origin = if info & HAS_ORIGIN != 0 {
+        Some(check_id(r)?)
+    } else {
+        None
+    };
+    let right_origin = if info & HAS_RIGHT_ORIGIN != 0 {
+        Some(check_id(r)?)
+    } else {
+        None
+    };
+    let mut parent = None;
     if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
-        if r.var_u32()? == 1 {
+        parent = Some(if r.var_u32()? == 1 {
             r.string()?;
+            None
         } else {
-            check_id(r)?;
-        }
+            Some(check_id(r)?)
+        });
         if info & HAS_PARENT_SUB != 0 {
             r.string()?;
         }
     }
-    check_content(r, info & 0b1111, limits)
+    let kind = info & 0b1111;
+    let len = check_content(r, kind, limits)?;
+    let refs = ItemRefs {
+        origin,
+        right_origin,
+        parent,
+        is_type: kind == TYPE,
+    };
+    Ok((len, Some(refs), false))
 }
 
 /// An id another struct refers to: client and clock.
-fn check_id(r: &mut Reader<'_>) -> Result<(), Invalid> {
-    r.client()?;
-    clock_end(r.var_u32()?, 0)?;
-    Ok(())
+fn check_id(r: &mut Reader<'_>) -> Result<Id, Invalid> {
+    let client = r.client()?;
+    let clock = clock_end(r.var_u32()?, 0)?;
+    Ok((client, clock))
 }
 
 /// Item content; returns its length in clock units.
@@ -405,7 +477,11 @@ fn check_any(r: &mut Reader<'_>, max_depth: usize) -> Result<(), Invalid> {
 }
 
 /// A delete set; returns its number of ranges.
-fn check_delete_set(r: &mut Reader<'_>, limits: &Limits) -> Result<usize, Invalid> {
+fn check_delete_set(
+    r: &mut Reader<'_>,
+    limits: &Limits,
+    visit: &mut impl FnMut(Seen),
+) -> Result<usize, Invalid> {
     // Each client takes at least 2 bytes: id and range count.
     let declared = r.var_u32()?;
     let clients = r.count(u64::from(declared), 2)?;
@@ -414,7 +490,7 @@ fn check_delete_set(r: &mut Reader<'_>, limits: &Limits) -> Result<usize, Invali
     }
     let mut total = 0usize;
     for _ in 0..clients {
-        r.client()?;
+        let client = r.client()?;
         // Each range takes at least 2 bytes: clock and length.
         let declared = r.var_u32()?;
         let ranges = r.count(u64::from(declared), 2)?;
@@ -426,6 +502,9 @@ fn check_delete_set(r: &mut Reader<'_>, limits: &Limits) -> Result<usize, Invali
             let clock = r.var_u32()?;
             let len = r.var_u32()?;
             clock_end(clock, len)?;
+            if len > 0 {
+                visit(Seen::Deleted { client, clock, len });
+            }
         }
     }
     Ok(total)

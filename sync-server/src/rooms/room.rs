@@ -24,6 +24,8 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
+use larder_crdt::nesting::{NestingError, NestingIndex};
+
 use super::batch::Batches;
 use super::commit::CommitOutcome;
 use super::live::LiveUpdates;
@@ -86,6 +88,8 @@ pub(crate) struct Room {
     pending_bytes: usize,
     /// Sync step 1 requests waiting for a rebuild to finish.
     deferred_step1: HashMap<ConnId, StateVector>,
+    /// How deep the document's types nest, to refuse updates nesting deeper.
+    nesting: NestingIndex,
 }
 
 enum Event {
@@ -105,6 +109,11 @@ async fn sleep_opt(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// How deep types may nest in a list's document.
+fn nesting_limit(limits: &crate::config::Limits) -> u32 {
+    u32::try_from(limits.max_nesting).unwrap_or(u32::MAX)
 }
 
 /// Runs `f`, turning a panic inside yrs into an error: one connection's
@@ -154,6 +163,7 @@ impl Room {
             ctx.settings.awareness_coalesce(),
         );
         let sequencer = Sequencer::new(0, ctx.gap_grace);
+        let ctx_limits = ctx.limits.clone();
         Room {
             list_id,
             generation,
@@ -179,6 +189,7 @@ impl Room {
             doc_bytes: 0,
             pending_bytes: 0,
             deferred_step1: HashMap::new(),
+            nesting: NestingIndex::new(nesting_limit(&ctx_limits)),
         }
     }
 
@@ -508,6 +519,9 @@ impl Room {
             );
             return;
         }
+        if !self.admit_nesting(conn, bytes) {
+            return;
+        }
         let doc = &self.doc;
         let applied = contained("applying an update", || apply_to(doc, update));
         let delta = match applied {
@@ -551,6 +565,30 @@ impl Room {
         }
     }
 
+    /// Refuses an update that would nest types deeper than the limit (yrs
+    /// deletes nested types recursively), or that builds on changes this
+    /// server does not hold yet. Returns whether it may be applied.
+    fn admit_nesting(&mut self, conn: ConnId, bytes: &[u8]) -> bool {
+        let sv = self.doc.transact().state_vector();
+        let holds = |(client, clock): larder_crdt::validate::Id| {
+            sv.get(&yrs::ClientID::new(client)) > clock
+        };
+        let checks = self.ctx.limits.message_checks();
+        let reason = match self.nesting.admit(bytes, &checks, &holds) {
+            Ok(()) => return true,
+            Err(e @ (NestingError::TooDeep(_) | NestingError::Invalid(_))) => {
+                CloseReason::new(close::MALFORMED, format!("malformed message: {e}"))
+            }
+            Err(NestingError::NotYetHere) => CloseReason::new(
+                close::TRY_AGAIN_LATER,
+                "the update builds on changes this server has not received yet; reconnect",
+            ),
+        };
+        metrics::counter!("larder_nesting_refused_total").increment(1);
+        self.close_conn(conn, reason);
+        false
+    }
+
     /// Counts what yrs holds aside after an update of `conn`: updates whose
     /// dependencies are missing are kept outside the document, unstored.
     /// Past the per-connection or per-list cap the connection is closed
@@ -568,16 +606,21 @@ impl Room {
         } else {
             0
         };
-        let Some(state) = self.conns.get_mut(&conn) else {
-            return false;
-        };
-        state.pending_bytes += self.pending_bytes.saturating_sub(before);
         if self.pending_bytes == 0 {
             for c in self.conns.values_mut() {
                 c.pending_bytes = 0;
             }
             return true;
         }
+        let growth = self.pending_bytes.saturating_sub(before);
+        let Some(state) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        if growth == 0 {
+            // Only a connection that adds to what waits is held to the caps.
+            return true;
+        }
+        state.pending_bytes += growth;
         let limits = &self.ctx.limits;
         let is_over = state.pending_bytes > limits.max_pending_bytes_per_connection
             || self.pending_bytes > limits.max_pending_bytes_per_list;

@@ -14,7 +14,9 @@ use uuid::Uuid;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, ReadTxn, Transact, Update};
 
-use super::{Room, apply_to, contained};
+use larder_crdt::nesting::NestingIndex;
+
+use super::{Room, apply_to, contained, nesting_limit};
 use crate::close::{self, CloseReason};
 use crate::rooms::RoomCommand;
 use crate::rooms::commit::CommitOutcome;
@@ -94,6 +96,9 @@ impl Room {
                     "stored list is damaged",
                 ));
             }
+        }
+        for update in stored.updates() {
+            self.nesting.record(update);
         }
         metrics::histogram!("larder_room_load_seconds").record(started.elapsed().as_secs_f64());
         self.sequencer = Sequencer::new(stored.head_seq, self.ctx.gap_grace);
@@ -262,6 +267,7 @@ impl Room {
 
     /// Applies an update committed elsewhere and passes on what was new.
     fn apply_remote(&mut self, bytes: &[u8]) {
+        self.nesting.record(bytes);
         let doc = &self.doc;
         let applied = contained("applying a committed update", || {
             let update = Update::decode_v1(bytes).map_err(|e| e.to_string())?;
@@ -437,6 +443,10 @@ impl Room {
         });
     }
 
+    fn nesting_max(&self) -> u32 {
+        nesting_limit(&self.ctx.limits)
+    }
+
     /// Answers the sync step 1 requests that waited for a rebuild.
     fn answer_deferred(&mut self) {
         for (conn, sv) in std::mem::take(&mut self.deferred_step1) {
@@ -488,6 +498,15 @@ impl Room {
                 return;
             }
         }
+        let mut nesting = NestingIndex::new(self.nesting_max());
+        for bytes in stored
+            .updates()
+            .chain(self.batches.updates())
+            .chain(self.live.updates())
+        {
+            nesting.record(bytes);
+        }
+        self.nesting = nesting;
         self.doc = doc;
         self.doc_bytes = larder_crdt::state::encode_full_state(&self.doc).len();
         self.pending_bytes = larder_crdt::state::pending_bytes(&self.doc);
