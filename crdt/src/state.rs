@@ -15,12 +15,17 @@ where
 {
     let mut txn = doc.transact_mut();
     for (i, bytes) in updates.into_iter().enumerate() {
-        let update = Update::decode_v1(bytes)
-            .map_err(|e| CrdtError::Decode(format!("stored update #{i}: {e}")))?;
-        txn.apply_update(update)
-            .map_err(|e| CrdtError::Decode(format!("stored update #{i}: {e}")))?;
+        apply_one(&mut txn, i, bytes)?;
     }
     Ok(())
+}
+
+/// Applies the stored update number `i`.
+fn apply_one(txn: &mut yrs::TransactionMut<'_>, i: usize, bytes: &[u8]) -> Result<(), CrdtError> {
+    let update = Update::decode_v1(bytes)
+        .map_err(|e| CrdtError::Decode(format!("stored update #{i}: {e}")))?;
+    txn.apply_update(update)
+        .map_err(|e| CrdtError::Decode(format!("stored update #{i}: {e}")))
 }
 
 /// A v1 update that changes nothing (no structs, empty delete set).
@@ -70,10 +75,7 @@ where
     {
         let mut txn = doc.transact_mut();
         for (i, bytes) in updates.iter().enumerate() {
-            let update = Update::decode_v1(bytes)
-                .map_err(|e| CrdtError::Decode(format!("stored update #{i}: {e}")))?;
-            txn.apply_update(update)
-                .map_err(|e| CrdtError::Decode(format!("stored update #{i}: {e}")))?;
+            apply_one(&mut txn, i, bytes)?;
             let store = txn.store();
             if store.pending_update().is_none() && store.pending_ds().is_none() {
                 clean = i + 1;

@@ -16,6 +16,7 @@ use larder_tests::process::ServerProcess;
 use larder_tests::*;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use uuid::Uuid;
+use yrs::encoding::write::Write;
 
 /// Resident memory the server may reach during any of these attacks (a
 /// debug build holding a few lists, one of them ~1.5 MB).
@@ -179,17 +180,12 @@ where
     closed.expect("the server closes the attacker's socket within 30 s")
 }
 
-fn var(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
+fn var(out: &mut Vec<u8>, n: u64) {
+    out.write_var(n);
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
-    var(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+    out.write_string(s);
 }
 
 /// An update with one item in root map `items` under `key`, written by

@@ -603,18 +603,7 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_whole_sign_in() {
     let db = TestDatabase::create().await;
     let app = TestApp::spawn(db.url()).await;
     let account = app.signup("ann").await;
-    let refresh = |token: String| {
-        let app = &app;
-        async move {
-            app.call(
-                "POST",
-                "/v1/auth/refresh",
-                None,
-                Some(json!({"refresh_token": token})),
-            )
-            .await
-        }
-    };
+    let refresh = |token: String| refresh_with(&app, token);
     let (status, first) = refresh(account.refresh_token.clone()).await;
     assert_eq!(status, 200, "{first}");
     let second_token = first["refresh_token"].as_str().expect("token").to_owned();
@@ -656,6 +645,17 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_whole_sign_in() {
     app.stop().await;
 }
 
+/// Trades `token` at `/v1/auth/refresh`.
+async fn refresh_with(app: &TestApp, token: String) -> (u16, Value) {
+    app.call(
+        "POST",
+        "/v1/auth/refresh",
+        None,
+        Some(json!({"refresh_token": token})),
+    )
+    .await
+}
+
 /// Moves every refresh-token rotation an hour into the past: past any grace
 /// period, without waiting for one.
 async fn age_rotations(app: &TestApp) {
@@ -680,18 +680,7 @@ async fn a_refresh_retried_within_the_grace_period_gets_the_same_successor() {
     let db = TestDatabase::create().await;
     let app = TestApp::spawn(db.url()).await;
     let account = app.signup("ann").await;
-    let refresh = |token: String| {
-        let app = &app;
-        async move {
-            app.call(
-                "POST",
-                "/v1/auth/refresh",
-                None,
-                Some(json!({"refresh_token": token})),
-            )
-            .await
-        }
-    };
+    let refresh = |token: String| refresh_with(&app, token);
     let (status, first) = refresh(account.refresh_token.clone()).await;
     assert_eq!(status, 200, "{first}");
     let (status, retried) = refresh(account.refresh_token.clone()).await;

@@ -1,19 +1,15 @@
 use super::*;
+use yrs::encoding::write::Write;
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Array, Doc, Map, MapPrelim, ReadTxn, StateVector, Text, Transact, Update};
 
-fn var(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
+fn var(out: &mut Vec<u8>, n: u64) {
+    out.write_var(n);
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
-    var(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+    out.write_string(s);
 }
 
 /// An update with one item in root map `m`, key `k`, whose content is

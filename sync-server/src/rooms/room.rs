@@ -803,33 +803,30 @@ impl Room {
             self.list_gone();
             return;
         };
-        let revoked: Vec<ConnId> = self
+        tracing::info!(%user, "access revoked; closing the user's connections");
+        self.close_where(
+            |c| c.user_id == Some(user),
+            CloseReason::new(close::FORBIDDEN, "access to this list was revoked"),
+        );
+    }
+
+    /// Closes every connection `matches` picks with `reason`.
+    fn close_where(&mut self, matches: impl Fn(&Conn) -> bool, reason: CloseReason) {
+        let picked: Vec<ConnId> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.user_id == Some(user))
+            .filter(|(_, c)| matches(c))
             .map(|(id, _)| *id)
             .collect();
-        for conn in revoked {
-            tracing::info!(conn, %user, "access revoked; closing connection");
-            self.close_conn(
-                conn,
-                CloseReason::new(close::FORBIDDEN, "access to this list was revoked"),
-            );
+        for conn in picked {
+            self.close_conn(conn, reason.clone());
         }
     }
 
     /// A read-only link was revoked: its connections close.
     pub(super) fn revoke_link(&mut self, link: Uuid) {
-        let revoked: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.link_id == Some(link))
-            .map(|(id, _)| *id)
-            .collect();
-        for conn in revoked {
-            tracing::info!(conn, %link, "link revoked; closing connection");
-            self.close_conn(conn, crate::auth::link_revoked());
-        }
+        tracing::info!(%link, "link revoked; closing its connections");
+        self.close_where(|c| c.link_id == Some(link), crate::auth::link_revoked());
     }
 
     fn list_gone(&mut self) {
