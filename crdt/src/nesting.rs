@@ -3,8 +3,16 @@
 //! maps inside maps, built a few levels per update, would overflow a
 //! thread's stack when its outermost map is deleted. The index keeps the
 //! depth of every item (how many types contain it), as runs of clocks per
-//! client, and refuses an update that would put an item deeper than the
-//! limit. The list document needs four levels (an order's line's fields).
+//! client, and [`NestingIndex::judge`] refuses an update that would put an
+//! item deeper than the limit. The list document needs four levels (an
+//! order's line's fields).
+//!
+//! What is recorded is what yrs integrated: the document's whole state on
+//! load, and the delta of every transaction after ([`NestingIndex::record`]),
+//! never an update as sent, which yrs may hold aside or place otherwise.
+//! Depths only grow: a struct recorded twice keeps the deeper one. An item
+//! that takes its parent from its neighbours counts as deep as the deeper
+//! of them (yrs takes the right one's when the left one was collected).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -52,37 +60,38 @@ impl NestingIndex {
         self.runs.values().map(BTreeMap::len).sum()
     }
 
-    /// Records an update applied without judging it (stored, or relayed by
-    /// another replica that judged it).
-    pub fn record(&mut self, update: &[u8]) {
+    /// Records what yrs integrated: a transaction's delta, or a document's
+    /// whole state. Fails (recording nothing) only on bytes that are not an
+    /// update.
+    pub fn record(&mut self, integrated: &[u8]) -> Result<(), NestingError> {
+        // Recording never refuses: any nesting of values reads (iteratively).
         let limits = Limits {
+            max_depth: usize::MAX,
             max_clients: usize::MAX,
             max_structs: usize::MAX,
             max_delete_ranges: usize::MAX,
-            ..Limits::default()
         };
-        if let Ok(depths) = self.resolve(update, &limits, &|_| true, false) {
-            self.insert_all(&depths);
-        }
+        let depths = self.resolve(integrated, &limits, &|_| true, false)?;
+        self.insert_all(&depths);
+        Ok(())
     }
 
-    /// Judges a client's update before it is applied and records it when
-    /// it passes. `holds(id)` says whether the document holds the struct
-    /// `id` (it may have been collected since).
-    pub fn admit(
-        &mut self,
+    /// Judges a client's update before it is applied: refused when an item
+    /// would sit deeper than the limit, or when it (or a deletion) builds on
+    /// a struct the document does not hold and the update does not carry
+    /// (yrs would hold it aside, out of sight). `holds(id)` says whether
+    /// the document holds the struct `id` (it may have been collected).
+    pub fn judge(
+        &self,
         update: &[u8],
         limits: &Limits,
         holds: &dyn Fn(Id) -> bool,
     ) -> Result<(), NestingError> {
         let depths = self.resolve(update, limits, holds, true)?;
-        if let Some(deepest) = depths.iter().map(|(_, d)| *d).max()
-            && deepest > self.max_depth
-        {
-            return Err(NestingError::TooDeep(self.max_depth));
+        match depths.iter().map(|(_, d)| *d).max() {
+            Some(deepest) if deepest > self.max_depth => Err(NestingError::TooDeep(self.max_depth)),
+            _ => Ok(()),
         }
-        self.insert_all(&depths);
-        Ok(())
     }
 
     /// The depth of every item of `update`, resolved through the index and
@@ -124,7 +133,9 @@ impl NestingIndex {
                 ranges.get(at).is_some_and(|(start, _)| *start <= clock)
             })
         };
-        let holds = |id: Id| holds(id) || carries(id);
+        // The state vector stops at a writer's first gap; what yrs placed
+        // past a gap is in the index.
+        let holds = |id: Id| holds(id) || carries(id) || self.indexes(id);
         if deletes.iter().any(|id| !holds(*id)) {
             return Err(NestingError::NotYetHere);
         }
@@ -145,40 +156,42 @@ impl NestingIndex {
                 on_stack[top] = true;
                 let refs = structs[top].item.expect("items only");
                 // The type containing it: a root, a type item, or the one
-                // its neighbour sits in.
-                let (reference, below_it) = match refs.parent {
-                    Some(None) => {
-                        depth[top] = Some(1);
-                        stack.pop();
-                        continue;
-                    }
-                    Some(Some(parent)) => (parent, 1),
-                    None => (
-                        refs.origin
-                            .or(refs.right_origin)
-                            .expect("an item without a parent has a neighbour"),
-                        0,
-                    ),
+                // its neighbours sit in.
+                let references: [Option<(Id, u32)>; 2] = match refs.parent {
+                    Some(None) => [None, None],
+                    Some(Some(parent)) => [Some((parent, 1)), None],
+                    None => [
+                        refs.origin.map(|id| (id, 0)),
+                        refs.right_origin.map(|id| (id, 0)),
+                    ],
                 };
-                match self.depth_of(reference, &structs, &mine, &depth) {
-                    Found::Depth(d) => {
-                        depth[top] = Some(d.saturating_add(below_it));
-                        stack.pop();
+                let mut deepest: Option<u32> = None;
+                let mut waits_for = None;
+                for (reference, below_it) in references.into_iter().flatten() {
+                    match self.depth_of(reference, &structs, &mine, &depth) {
+                        Found::Depth(d) => {
+                            let d = d.saturating_add(below_it);
+                            deepest = Some(deepest.map_or(d, |x| x.max(d)));
+                        }
+                        Found::Pending(i) if !on_stack[i] => {
+                            waits_for = Some(i);
+                            break;
+                        }
+                        // A cycle (no valid update has one): yrs refuses it.
+                        Found::Pending(_) => {}
+                        // Held but not indexed: collected; yrs collects what
+                        // builds on it, or takes the other neighbour.
+                        Found::Unknown if holds(reference) => {}
+                        Found::Unknown if judge => return Err(NestingError::NotYetHere),
+                        Found::Unknown => {}
                     }
-                    Found::Pending(i) if !on_stack[i] => stack.push(i),
-                    // A cycle (no valid update has one): yrs will refuse it.
-                    Found::Pending(_) => {
-                        depth[top] = Some(1);
-                        stack.pop();
-                    }
-                    Found::Unknown if holds(reference) => {
-                        // Held but not indexed: collected, and what builds on
-                        // a collected struct is collected too.
-                        depth[top] = Some(1);
-                        stack.pop();
-                    }
-                    Found::Unknown => return Err(NestingError::NotYetHere),
                 }
+                if let Some(i) = waits_for {
+                    stack.push(i);
+                    continue;
+                }
+                depth[top] = Some(deepest.unwrap_or(1));
+                stack.pop();
             }
         }
         Ok(structs
@@ -186,6 +199,15 @@ impl NestingIndex {
             .zip(depth)
             .map(|(s, d)| (s, d.unwrap_or(1)))
             .collect())
+    }
+
+    /// Whether the index holds the struct `id`.
+    fn indexes(&self, (client, clock): Id) -> bool {
+        self.runs.get(&client).is_some_and(|runs| {
+            runs.range(..=clock)
+                .next_back()
+                .is_some_and(|(_, (end, _))| clock < *end)
+        })
     }
 
     fn depth_of(
@@ -221,36 +243,47 @@ impl NestingIndex {
         }
     }
 
-    /// Records `[start, end)` of `client` at `depth`, where not recorded yet.
+    /// Records `[start, end)` of `client` at `depth`; where a part was
+    /// recorded already it keeps the deeper of the two.
     fn insert(&mut self, client: u64, start: u32, end: u32, depth: u32) {
         let runs = self.runs.entry(client).or_default();
+        // The runs overlapping [start, end), taken out and put back split.
+        let overlapping: Vec<(u32, u32, u32)> = runs
+            .range(..end)
+            .rev()
+            .take_while(|(_, (run_end, _))| *run_end > start)
+            .map(|(&s, &(e, d))| (s, e, d))
+            .collect();
+        let mut pieces: Vec<(u32, u32, u32)> = Vec::with_capacity(overlapping.len() * 2 + 1);
         let mut at = start;
-        while at < end {
-            if let Some((_, &(covered_to, _))) = runs.range(..=at).next_back()
-                && at < covered_to
-            {
-                at = covered_to;
+        for &(s, e, d) in overlapping.iter().rev() {
+            runs.remove(&s);
+            if s < start {
+                pieces.push((s, start, d));
+            }
+            if at < s.max(start) {
+                pieces.push((at, s.max(start), depth));
+            }
+            pieces.push((s.max(start), e.min(end), d.max(depth)));
+            if e > end {
+                pieces.push((end, e, d));
+            }
+            at = e.min(end).max(at);
+        }
+        if at < end {
+            pieces.push((at, end, depth));
+        }
+        for (s, e, d) in pieces {
+            if s >= e {
                 continue;
             }
-            let gap_end = runs
-                .range(at + 1..)
-                .next()
-                .map_or(end, |(&next, _)| next.min(end));
             // Joined to the run before when it ends here at the same depth.
             let joined = runs
-                .range(..at)
+                .range(..s)
                 .next_back()
-                .filter(|(_, (prev_end, prev_depth))| *prev_end == at && *prev_depth == depth)
+                .filter(|(_, (prev_end, prev_depth))| *prev_end == s && *prev_depth == d)
                 .map(|(&prev_start, _)| prev_start);
-            match joined {
-                Some(prev_start) => {
-                    runs.insert(prev_start, (gap_end, depth));
-                }
-                None => {
-                    runs.insert(at, (gap_end, depth));
-                }
-            }
-            at = gap_end;
+            runs.insert(joined.unwrap_or(s), (e, d));
         }
     }
 }

@@ -108,8 +108,17 @@ pub fn pending_parts(doc: &Doc) -> Vec<Vec<u8>> {
     parts
 }
 
-/// Bytes of what yrs holds aside for `doc` (0 when nothing is pending).
+/// Bytes of what yrs holds aside for `doc` (0 when nothing is pending,
+/// found without encoding anything).
 pub fn pending_bytes(doc: &Doc) -> usize {
+    let has_pending = {
+        let txn = doc.transact();
+        let store = txn.store();
+        store.pending_update().is_some() || store.pending_ds().is_some()
+    };
+    if !has_pending {
+        return 0;
+    }
     pending_parts(doc).iter().map(Vec::len).sum()
 }
 

@@ -173,9 +173,7 @@ struct RefreshRow {
 #[derive(sqlx::FromRow)]
 struct Successor {
     token_hash: String,
-    replaced_by: Option<Uuid>,
     expires_at: DateTime<Utc>,
-    revoked_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -310,18 +308,24 @@ impl Directory {
         if let (Some(successor), Some(spent_at)) = (replaced_by, revoked_at)
             && Utc::now() - spent_at < chrono::Duration::from_std(grace).unwrap_or_default()
         {
-            let next: Option<Successor> = sqlx::query_as(
-                "SELECT token_hash, replaced_by, expires_at, revoked_at \
-                 FROM refresh_tokens WHERE id = $1",
+            let next: Option<Successor> =
+                sqlx::query_as("SELECT token_hash, expires_at FROM refresh_tokens WHERE id = $1")
+                    .bind(successor)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            // The successor is the one this token derives, and the sign-in
+            // was not ended since: no token of the chain was revoked without
+            // a successor (logout, or reuse detected).
+            let (chain_ended,): (bool,) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM refresh_tokens \
+                 WHERE chain_id = $1 AND revoked_at IS NOT NULL AND replaced_by IS NULL)",
             )
-            .bind(successor)
-            .fetch_optional(&mut *tx)
+            .bind(chain_id)
+            .fetch_one(&mut *tx)
             .await?;
-            // The successor is the one this token derives, and its sign-in
-            // was not revoked since (revoked without a successor).
             if let Some(next) = next
                 && next.token_hash == new_hash
-                && (next.revoked_at.is_none() || next.replaced_by.is_some())
+                && !chain_ended
             {
                 tx.commit().await?;
                 return Ok(Rotation::Replayed {
@@ -522,6 +526,17 @@ impl Directory {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
+        // Links they issued to the family's lists stop for good (not only
+        // while they are away: they could be invited back).
+        sqlx::query(
+            "UPDATE read_only_tokens SET revoked_at = now(), updated_at = now() \
+             WHERE created_by = $2 AND revoked_at IS NULL \
+               AND list_id IN (SELECT id FROM grocery_lists WHERE family_id = $1)",
+        )
+        .bind(family_id)
+        .bind(user_id)
+        .execute(&mut *tx)
+        .await?;
         // Codes they handed out and nobody used no longer let anyone in.
         sqlx::query(
             "UPDATE invitations SET revoked_at = now(), updated_at = now() \

@@ -84,7 +84,7 @@ impl Config {
             "listen={} database_url={} db_max_connections={} max_message_bytes={} max_doc_bytes={} \
              messages_per_second={} message_burst={} outbound_queue={} max_nesting={} max_update_clients={} \
              max_update_structs={} max_update_delete_ranges={} outbound_queue_bytes={} \
-             max_pending_bytes_per_connection={} max_pending_bytes_per_list={} presence_clients_per_connection={} \
+             presence_clients_per_connection={} \
              presence_state_bytes={} presence_list_bytes={} http_header_timeout_secs={} max_connections={} \
              max_connections_per_address={} dead_peer_secs={} linger_ms={} commit_window_ms={} \
              compaction_max_updates={} compaction_max_bytes={} keepalive_ms={} awareness_coalesce_ms={} \
@@ -105,8 +105,6 @@ impl Config {
             self.limits.max_update_structs,
             self.limits.max_update_delete_ranges,
             self.limits.outbound_queue_bytes,
-            self.limits.max_pending_bytes_per_connection,
-            self.limits.max_pending_bytes_per_list,
             self.limits.presence_clients_per_connection,
             self.limits.presence_state_bytes,
             self.limits.presence_list_bytes,
@@ -221,15 +219,6 @@ pub struct Limits {
     /// out alone).
     #[arg(long, env = "LARDER_OUTBOUND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub outbound_queue_bytes: usize,
-
-    /// Bytes of updates one connection may leave waiting for updates they
-    /// depend on; more closes it with 4414.
-    #[arg(long, env = "LARDER_MAX_PENDING_BYTES_PER_CONNECTION", default_value_t = 256 * 1024)]
-    pub max_pending_bytes_per_connection: usize,
-
-    /// Bytes of updates waiting for missing dependencies in one list.
-    #[arg(long, env = "LARDER_MAX_PENDING_BYTES_PER_LIST", default_value_t = 1024 * 1024)]
-    pub max_pending_bytes_per_list: usize,
 
     /// Presence client ids one connection may announce; more closes it
     /// with 4400.

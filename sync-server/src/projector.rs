@@ -230,6 +230,9 @@ pub enum ProjectError {
     Damaged(#[from] larder_crdt::CrdtError),
     #[error("cannot write the projection: {0}")]
     Write(#[from] sqlx::Error),
+    /// Reading the document made yrs panic; the projector goes on.
+    #[error("reading the stored list panicked")]
+    Panicked,
 }
 
 /// Projects `list_id` from its stored state now.
@@ -244,10 +247,18 @@ pub async fn project(
         Err(StoreError::ListNotFound(_)) => return Ok(Projected::Gone),
         Err(e) => return Err(e.into()),
     };
-    let snapshot = {
+    // A document yrs cannot read must not take the projector down.
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let doc = Doc::new();
         larder_crdt::state::apply_stored(&doc, stored.updates())?;
-        ListDoc::new(&doc).read(&doc.transact())
+        Ok::<_, larder_crdt::CrdtError>(ListDoc::new(&doc).read(&doc.transact()))
+    }));
+    let snapshot = match read {
+        Ok(snapshot) => snapshot?,
+        Err(_) => {
+            tracing::error!(%list_id, "reading the stored list panicked; its rows are left as they are");
+            return Err(ProjectError::Panicked);
+        }
     };
     let (projection, skipped) = to_projection(&snapshot);
     if skipped > 0 {

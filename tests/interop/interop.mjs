@@ -1,6 +1,8 @@
 // Two unmodified JavaScript Yjs clients (yjs + y-websocket) edit one Larder
 // list concurrently, one of them goes offline and back, and both must
-// converge. Prints the converged items as JSON on stdout.
+// converge; a third one's connection is cut without a close frame and its
+// presence must vanish for the others within 5 s. Prints the converged
+// items as JSON on stdout.
 //
 // usage: LARDER_TOKEN=<access token> node interop.mjs <ws://host:port/v1/sync> <list-id> [<ws://second-replica/v1/sync>]
 import * as Y from 'yjs'
@@ -103,6 +105,27 @@ async function main () {
   b.provider.connect()
   await whenSynced(b)
   await converge(a, b, 'after reconnect')
+
+  // A client whose TCP connection is cut without a close frame: its
+  // presence vanishes for the others within 5 s, on its own replica (ann)
+  // and on the other (bob, when the script runs on two replicas).
+  const cat = client(serverA, 'cat')
+  await whenSynced(cat)
+  const seenDeadline = Date.now() + 5000
+  while (!(sees(a, 'cat') && sees(b, 'cat'))) {
+    if (Date.now() > seenDeadline) throw new Error('the others do not see cat')
+    await sleep(20)
+  }
+  cat.provider.shouldConnect = false
+  cat.provider.ws._socket.destroy()
+  const cutAt = Date.now()
+  while (sees(a, 'cat') || sees(b, 'cat')) {
+    if (Date.now() - cutAt > 5000) {
+      throw new Error(`cat's presence outlived its cut connection: ann sees it ${sees(a, 'cat')}, bob ${sees(b, 'cat')}`)
+    }
+    await sleep(20)
+  }
+  console.error(`presence of a cut connection gone after ${Date.now() - cutAt} ms`)
 
   process.stdout.write(JSON.stringify(sorted(itemsJson(a))) + '\n')
   a.provider.destroy()

@@ -697,6 +697,22 @@ async fn a_refresh_retried_within_the_grace_period_gets_the_same_successor() {
     let (status, next) = refresh(successor.clone()).await;
     assert_eq!(status, 200, "the sign-in lives on: {next}");
 
+    // A sign-in that ended (logout) cannot be revived by a retry.
+    let other = app.login(&account.email).await;
+    let (status, rotated) = refresh(other.refresh_token.clone()).await;
+    assert_eq!(status, 200, "{rotated}");
+    let (status, _) = app
+        .call(
+            "POST",
+            "/v1/auth/logout",
+            None,
+            Some(json!({"refresh_token": rotated["refresh_token"]})),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = refresh(other.refresh_token.clone()).await;
+    assert_eq!(status, 401, "a retry after logout is refused");
+
     // After the grace period the old token is reuse: the sign-in ends.
     age_rotations(&app).await;
     let (status, body) = refresh(account.refresh_token.clone()).await;

@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::HashMap;
 use yrs::updates::encoder::Encode;
 use yrs::{Array, ArrayPrelim, Doc, Map, MapPrelim, MapRef, ReadTxn, StateVector, Transact};
 
@@ -6,6 +7,16 @@ const MAX: u32 = 8;
 
 fn holds_nothing(_: Id) -> bool {
     false
+}
+
+/// Judges `update` and, when it passes, records it as applied in order.
+fn admit(
+    index: &mut NestingIndex,
+    update: &[u8],
+    holds: &dyn Fn(Id) -> bool,
+) -> Result<(), NestingError> {
+    index.judge(update, &Limits::default(), holds)?;
+    index.record(update)
 }
 
 /// `levels` maps nested in a chain under root `items`, one update per
@@ -45,9 +56,7 @@ fn the_list_schema_fits() {
         txn.encode_update_v1()
     };
     let mut index = NestingIndex::new(4);
-    index
-        .admit(&update, &Limits::default(), &holds_nothing)
-        .expect("an order line's fields sit four deep");
+    admit(&mut index, &update, &holds_nothing).expect("an order line's fields sit four deep");
 }
 
 #[test]
@@ -56,7 +65,7 @@ fn a_chain_built_a_few_levels_per_update_is_stopped_at_the_limit() {
     let updates = chain(40, 3);
     let mut admitted = 0;
     for update in &updates {
-        match index.admit(update, &Limits::default(), &holds_nothing) {
+        match admit(&mut index, update, &holds_nothing) {
             Ok(()) => admitted += 3,
             Err(e) => {
                 assert_eq!(e, NestingError::TooDeep(MAX));
@@ -80,9 +89,7 @@ fn items_inheriting_their_parent_from_a_neighbour_count_too() {
         outer.insert(&mut txn, "k", "v1");
         txn.encode_update_v1()
     };
-    index
-        .admit(&first, &Limits::default(), &holds_nothing)
-        .expect("two deep");
+    admit(&mut index, &first, &holds_nothing).expect("two deep");
     let second = {
         let txn_doc = &doc;
         let mut txn = txn_doc.transact_mut();
@@ -97,7 +104,7 @@ fn items_inheriting_their_parent_from_a_neighbour_count_too() {
     };
     // The document holds the first update (whose value "v1" it deletes).
     assert_eq!(
-        index.admit(&second, &Limits::default(), &|_| true),
+        admit(&mut index, &second, &|_| true),
         Err(NestingError::TooDeep(2))
     );
 }
@@ -107,13 +114,11 @@ fn what_builds_on_missing_changes_is_refused_unless_the_document_holds_them() {
     let updates = chain(3, 1);
     let mut index = NestingIndex::new(MAX);
     assert_eq!(
-        index.admit(&updates[1], &Limits::default(), &holds_nothing),
+        admit(&mut index, &updates[1], &holds_nothing),
         Err(NestingError::NotYetHere)
     );
     // Held but not indexed (collected): let through.
-    index
-        .admit(&updates[1], &Limits::default(), &|_| true)
-        .expect("collected parents nest nothing");
+    admit(&mut index, &updates[1], &|_| true).expect("collected parents nest nothing");
 }
 
 #[test]
@@ -121,23 +126,19 @@ fn stored_updates_are_recorded_and_duplicates_change_nothing() {
     let updates = chain(6, 2);
     let mut index = NestingIndex::new(MAX);
     for update in &updates {
-        index.record(update);
+        index.record(update).expect("records");
     }
     let runs = index.runs();
     for update in &updates {
-        index.record(update);
+        index.record(update).expect("records");
     }
     assert_eq!(index.runs(), runs, "recording twice adds nothing");
     // Two more levels on top of six: eight, at the limit; a ninth is not.
     let more = chain(9, 1);
-    index
-        .admit(&more[6], &Limits::default(), &holds_nothing)
-        .expect("seventh");
-    index
-        .admit(&more[7], &Limits::default(), &holds_nothing)
-        .expect("eighth");
+    admit(&mut index, &more[6], &holds_nothing).expect("seventh");
+    admit(&mut index, &more[7], &holds_nothing).expect("eighth");
     assert_eq!(
-        index.admit(&more[8], &Limits::default(), &holds_nothing),
+        admit(&mut index, &more[8], &holds_nothing),
         Err(NestingError::TooDeep(MAX))
     );
 }
@@ -158,9 +159,7 @@ fn a_whole_state_with_many_items_keeps_few_runs() {
         .transact()
         .encode_state_as_update_v1(&StateVector::default());
     let mut index = NestingIndex::new(MAX);
-    index
-        .admit(&state, &Limits::default(), &holds_nothing)
-        .expect("a list");
+    admit(&mut index, &state, &holds_nothing).expect("a list");
     assert!(index.runs() <= 400, "{} runs for 600 items", index.runs());
     let _ = StateVector::default().encode_v1();
 }
@@ -180,10 +179,64 @@ fn deleting_what_the_document_does_not_hold_is_refused() {
     };
     let mut index = NestingIndex::new(MAX);
     assert_eq!(
-        index.admit(&delete, &Limits::default(), &holds_nothing),
+        admit(&mut index, &delete, &holds_nothing),
         Err(NestingError::NotYetHere)
     );
-    index
-        .admit(&delete, &Limits::default(), &|_| true)
-        .expect("held: fine");
+    admit(&mut index, &delete, &|_| true).expect("held: fine");
+}
+
+#[test]
+fn a_neighbour_that_was_collected_leaves_the_depth_to_the_other_one() {
+    // A chain MAX deep written by client 1; its deepest map is (1, MAX - 1).
+    let mut index = NestingIndex::new(MAX);
+    for update in chain(MAX as usize, 1) {
+        index.record(&update).expect("records");
+    }
+    // Client 77: a collected struct, then a map whose left neighbour is that
+    // struct and whose right neighbour is the deepest map. yrs takes the
+    // parent from the right neighbour: the new map sits MAX deep.
+    let beside = [
+        1,
+        2,
+        77,
+        0, // one client, two structs, from clock 0
+        0,
+        1, // GC of length 1
+        0x80 | 0x40 | 7,
+        77,
+        0,
+        1,
+        (MAX - 1) as u8,
+        1, // a map, origin 77:0, right 1:MAX-1
+        0, // no deletions
+    ];
+    admit(&mut index, &beside, &holds_nothing).expect("at the limit");
+    // Anything inside it is past the limit.
+    let inside = [1, 1, 77, 2, 0x20 | 7, 0, 77, 1, 1, b'k', 1, 0];
+    assert_eq!(
+        admit(&mut index, &inside, &holds_nothing),
+        Err(NestingError::TooDeep(MAX))
+    );
+}
+
+#[test]
+fn a_struct_recorded_again_keeps_the_deeper_depth() {
+    let mut index = NestingIndex::new(MAX);
+    index.insert(1, 0, 10, 1);
+    index.insert(1, 3, 5, 7);
+    index.insert(1, 8, 12, 1);
+    let at =
+        |index: &NestingIndex, clock| match index.depth_of((1, clock), &[], &HashMap::new(), &[]) {
+            Found::Depth(d) => d,
+            _ => panic!("clock {clock} is recorded"),
+        };
+    assert_eq!(
+        (at(&index, 2), at(&index, 4), at(&index, 6), at(&index, 11)),
+        (1, 7, 1, 1)
+    );
+    // A shallower record changes nothing.
+    index.insert(1, 0, 12, 0);
+    assert_eq!(at(&index, 4), 7);
+    assert_eq!(at(&index, 0), 1);
+    assert!(index.runs() <= 4, "{} runs", index.runs());
 }

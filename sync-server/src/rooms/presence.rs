@@ -4,7 +4,11 @@
 //! nobody renews them. Changes are coalesced and flushed together.
 //!
 //! The rules are y-protocols': an entry replaces another with a higher
-//! clock, and `null` at the same clock removes it. Departed clients are
+//! clock, and `null` at the same clock removes it. A client belongs to the
+//! connection that last announced it with a newer clock; y-websocket
+//! clients echo everyone's presence back at the clock they received, and an
+//! echo neither moves a client to the echoing connection nor counts
+//! against its caps. Departed clients are
 //! forgotten (a later announcement with any clock is welcome again), so
 //! memory holds only who is present. What one connection and one list can
 //! make the server hold is capped. Without I/O: the room sends and relays
@@ -142,6 +146,12 @@ impl Presence {
             if e.json.as_ref() == NULL {
                 continue;
             }
+            // y-websocket clients send back every presence change they
+            // receive, others' included, at the clock they got: such an
+            // echo changes nothing and counts for nothing.
+            if self.states.get(client).is_some_and(|s| s.clock >= e.clock) {
+                continue;
+            }
             if e.json.len() > self.limits.state_bytes {
                 return Err(PresenceError::StateTooLarge(self.limits.state_bytes));
             }
@@ -159,13 +169,10 @@ impl Presence {
         }
         for (client, e) in update.clients {
             match self.apply_entry(client, e.clock, e.json, Some(conn)) {
-                Change::None => {
-                    // A client that moved here from another replica
-                    // re-announces the clock we have: it speaks here now.
-                    if self.states.contains_key(&client) {
-                        self.claim(client, Some(conn));
-                    }
-                }
+                // Nothing newer (an echo, or a reconnecting client's last
+                // state): whoever speaks for the client still does, so the
+                // client leaves with its own socket, not with the echoer's.
+                Change::None => {}
                 Change::Set | Change::Removed => {
                     let e = self.entry_of(client);
                     self.outgoing.insert(client, e.clone());

@@ -52,9 +52,6 @@ struct Conn {
     link_id: Option<Uuid>,
     /// Whether this read-only connection was already told it may not write.
     was_denied: bool,
-    /// Bytes yrs holds aside for updates of this connection whose
-    /// dependencies are missing.
-    pending_bytes: usize,
 }
 
 pub(crate) struct Room {
@@ -401,7 +398,6 @@ impl Room {
                 wants_ack,
                 link_id,
                 was_denied: false,
-                pending_bytes: 0,
             },
         );
         metrics::gauge!("larder_connections").increment(1.0);
@@ -519,9 +515,11 @@ impl Room {
             );
             return;
         }
-        if !self.admit_nesting(conn, bytes) {
+        if !self.judge_nesting(conn, bytes) {
             return;
         }
+        // What waits aside already (relayed updates may wait for others).
+        let pending_before = larder_crdt::state::pending_bytes(&self.doc);
         let doc = &self.doc;
         let applied = contained("applying an update", || apply_to(doc, update));
         let delta = match applied {
@@ -548,6 +546,7 @@ impl Room {
         };
         metrics::counter!("larder_updates_received_total").increment(1);
         if delta.as_slice() != EMPTY_UPDATE {
+            self.record_integrated(&delta);
             metrics::counter!("larder_updates_applied_total").increment(1);
             self.doc_bytes += delta.len();
             let frame = Bytes::from(protocol::encode_update(delta.clone()));
@@ -555,7 +554,7 @@ impl Room {
             let live_id = self.publish_live(delta.clone());
             self.batches.push(live_id, delta);
         }
-        if !self.account_pending(conn) {
+        if !self.account_pending(conn, pending_before) {
             return;
         }
         if wants_ack && self.batches.ack_when_stored(conn) {
@@ -568,13 +567,13 @@ impl Room {
     /// Refuses an update that would nest types deeper than the limit (yrs
     /// deletes nested types recursively), or that builds on changes this
     /// server does not hold yet. Returns whether it may be applied.
-    fn admit_nesting(&mut self, conn: ConnId, bytes: &[u8]) -> bool {
+    fn judge_nesting(&mut self, conn: ConnId, bytes: &[u8]) -> bool {
         let sv = self.doc.transact().state_vector();
         let holds = |(client, clock): larder_crdt::validate::Id| {
             sv.get(&yrs::ClientID::new(client)) > clock
         };
         let checks = self.ctx.limits.message_checks();
-        let reason = match self.nesting.admit(bytes, &checks, &holds) {
+        let reason = match self.nesting.judge(bytes, &checks, &holds) {
             Ok(()) => return true,
             Err(e @ (NestingError::TooDeep(_) | NestingError::Invalid(_))) => {
                 CloseReason::new(close::MALFORMED, format!("malformed message: {e}"))
@@ -589,53 +588,27 @@ impl Room {
         false
     }
 
-    /// Counts what yrs holds aside after an update of `conn`: updates whose
-    /// dependencies are missing are kept outside the document, unstored.
-    /// Past the per-connection or per-list cap the connection is closed
-    /// (4414) and the document rebuilt without what it left pending.
-    /// Returns whether the connection stays.
-    fn account_pending(&mut self, conn: ConnId) -> bool {
-        let before = self.pending_bytes;
-        let has_pending = {
-            let txn = self.doc.transact();
-            let store = txn.store();
-            store.pending_update().is_some() || store.pending_ds().is_some()
-        };
-        self.pending_bytes = if has_pending {
-            larder_crdt::state::pending_bytes(&self.doc)
-        } else {
-            0
-        };
-        if self.pending_bytes == 0 {
-            for c in self.conns.values_mut() {
-                c.pending_bytes = 0;
-            }
-            return true;
-        }
-        let growth = self.pending_bytes.saturating_sub(before);
-        let Some(state) = self.conns.get_mut(&conn) else {
-            return false;
-        };
-        if growth == 0 {
-            // Only a connection that adds to what waits is held to the caps.
-            return true;
-        }
-        state.pending_bytes += growth;
-        let limits = &self.ctx.limits;
-        let is_over = state.pending_bytes > limits.max_pending_bytes_per_connection
-            || self.pending_bytes > limits.max_pending_bytes_per_list;
-        if !is_over {
+    /// Whether an update of `conn` left anything aside in yrs (structs or
+    /// deletions waiting for others): it is counted against the document
+    /// limit, unstored and out of the nesting index's sight. The judgement
+    /// before applying refuses what builds on structs this document lacks,
+    /// so only a crafted update gets here: its connection is closed (1013,
+    /// it may resync) and the document rebuilt without what waits. Returns
+    /// whether the connection stays.
+    fn account_pending(&mut self, conn: ConnId, before: usize) -> bool {
+        self.pending_bytes = larder_crdt::state::pending_bytes(&self.doc);
+        if self.pending_bytes <= before {
             return true;
         }
         metrics::counter!("larder_pending_refused_total").increment(1);
         self.close_conn(
             conn,
             CloseReason::new(
-                close::DOCUMENT_TOO_LARGE,
-                "too many updates waiting for updates they depend on",
+                close::TRY_AGAIN_LATER,
+                "the update waits for changes this server has not received; reconnect",
             ),
         );
-        self.request_rebuild("updates waiting for missing dependencies passed their cap");
+        self.request_rebuild("an update was left waiting for missing dependencies");
         false
     }
 

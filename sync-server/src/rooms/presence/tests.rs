@@ -121,11 +121,11 @@ async fn relayed_presence_expires_unless_renewed_and_moves_between_replicas() {
     p.apply_relayed(update(&[(8, 1, "{}")]));
     tokio::time::advance(REMOTE_TIMEOUT / 2).await;
     assert_eq!(clients(&p.expire_remote()), vec![(7, 1, "null".into())]);
-    // 8 reconnects here: it is a local client now, and leaves with its socket.
-    p.apply_local(4, update(&[(8, 1, "{}")])).expect("fits");
+    // 8 reconnects here (and renews): a local client now, leaving with its socket.
+    p.apply_local(4, update(&[(8, 2, "{}")])).expect("fits");
     tokio::time::advance(REMOTE_TIMEOUT * 2).await;
     assert!(p.expire_remote().is_none(), "local clients do not expire");
-    assert_eq!(clients(&p.conn_left(4).relay), vec![(8, 1, "null".into())]);
+    assert_eq!(clients(&p.conn_left(4).relay), vec![(8, 2, "null".into())]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -137,5 +137,31 @@ async fn a_client_moving_to_another_connection_is_that_ones() {
     assert_eq!(
         clients(&p.all_local_left().broadcast),
         vec![(5, 2, "null".into())]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn echoes_of_others_presence_neither_move_them_nor_count() {
+    let mut p = Presence::new(LIMITS, COALESCE);
+    // Five people, each on a connection of their own.
+    for conn in 1..=5u64 {
+        p.apply_local(conn, update(&[(100 + conn, 3, "{}")]))
+            .expect("fits");
+    }
+    p.flush();
+    // Connection 1 echoes everyone's state back (more than its cap of 2).
+    let echo: Vec<(u64, u32, &str)> = (1..=5u64).map(|c| (100 + c, 3, "{}")).collect();
+    p.apply_local(1, update(&echo))
+        .expect("an echo counts for nothing");
+    assert!(p.flush().broadcast.is_none(), "and changes nothing");
+    // Person 3's socket is cut: they are gone for everyone, though 1 echoed them.
+    assert_eq!(
+        clients(&p.conn_left(3).broadcast),
+        vec![(103, 3, "null".into())]
+    );
+    // Connection 1 leaving takes only its own client.
+    assert_eq!(
+        clients(&p.conn_left(1).broadcast),
+        vec![(101, 3, "null".into())]
     );
 }

@@ -28,6 +28,9 @@ use crate::rooms::sequencer::{Ready, ReadyKind, Sequencer};
 /// replaying them. Batches merge many edits, so bytes count as well.
 const UNLOAD_COMPACTION_MIN_UPDATES: u64 = 32;
 const UNLOAD_COMPACTION_MIN_BYTES: u64 = 64 * 1024;
+/// Runs of the nesting index past which it is rebuilt from the document
+/// (runs of collected structs are never removed otherwise).
+const MAX_NESTING_RUNS: usize = 1 << 20;
 /// How long compactions started by a shutdown may hold it up.
 const SHUTDOWN_COMPACTION_LIMIT: Duration = Duration::from_secs(5);
 
@@ -97,9 +100,7 @@ impl Room {
                 ));
             }
         }
-        for update in stored.updates() {
-            self.nesting.record(update);
-        }
+        self.reindex_nesting();
         metrics::histogram!("larder_room_load_seconds").record(started.elapsed().as_secs_f64());
         self.sequencer = Sequencer::new(stored.head_seq, self.ctx.gap_grace);
         self.tail_updates = stored.tail.len() as u64;
@@ -267,7 +268,6 @@ impl Room {
 
     /// Applies an update committed elsewhere and passes on what was new.
     fn apply_remote(&mut self, bytes: &[u8]) {
-        self.nesting.record(bytes);
         let doc = &self.doc;
         let applied = contained("applying a committed update", || {
             let update = Update::decode_v1(bytes).map_err(|e| e.to_string())?;
@@ -285,6 +285,7 @@ impl Room {
             }
         };
         if delta.as_slice() != EMPTY_UPDATE {
+            self.record_integrated(&delta);
             metrics::counter!("larder_updates_relayed_total").increment(1);
             self.doc_bytes += delta.len();
             self.broadcast(Bytes::from(protocol::encode_update(delta)), None);
@@ -443,8 +444,25 @@ impl Room {
         });
     }
 
-    fn nesting_max(&self) -> u32 {
-        nesting_limit(&self.ctx.limits)
+    /// Indexes what a transaction integrated; past its bound on runs the
+    /// index is rebuilt from the document (which drops collected structs).
+    pub(super) fn record_integrated(&mut self, delta: &[u8]) {
+        if let Err(e) = self.nesting.record(delta) {
+            tracing::warn!(error = %e, "an integrated update does not check; reindexing");
+            self.reindex_nesting();
+        } else if self.nesting.runs() > MAX_NESTING_RUNS {
+            self.reindex_nesting();
+        }
+    }
+
+    /// Builds the nesting index anew from the document's whole state.
+    pub(super) fn reindex_nesting(&mut self) {
+        let mut nesting = NestingIndex::new(nesting_limit(&self.ctx.limits));
+        let state = larder_crdt::state::encode_full_state(&self.doc);
+        if let Err(e) = nesting.record(&state) {
+            tracing::error!(error = %e, "the document's state does not check; nesting unknown");
+        }
+        self.nesting = nesting;
     }
 
     /// Answers the sync step 1 requests that waited for a rebuild.
@@ -498,21 +516,10 @@ impl Room {
                 return;
             }
         }
-        let mut nesting = NestingIndex::new(self.nesting_max());
-        for bytes in stored
-            .updates()
-            .chain(self.batches.updates())
-            .chain(self.live.updates())
-        {
-            nesting.record(bytes);
-        }
-        self.nesting = nesting;
         self.doc = doc;
+        self.reindex_nesting();
         self.doc_bytes = larder_crdt::state::encode_full_state(&self.doc).len();
         self.pending_bytes = larder_crdt::state::pending_bytes(&self.doc);
-        for conn in self.conns.values_mut() {
-            conn.pending_bytes = 0;
-        }
         // Clients upload whatever the rebuilt document lacks, and those that
         // asked for the whole state meanwhile get it now.
         let sv = self.doc.transact().state_vector();
