@@ -559,3 +559,48 @@ async fn types_nested_past_the_limit_are_refused_before_they_are_applied() {
     assert!(scene.metric("larder_nesting_refused_total").await >= 1.0);
     scene.assert_unharmed("types nested past the limit").await;
 }
+
+/// A client that reads every reply at once can still ask for the whole list
+/// again and again, each costing an encoding of it: five at once, then one
+/// per 6 s; past that the socket closes with 4429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asking_for_the_whole_list_again_and_again_is_limited() {
+    let mut scene = Scene::start(&[]).await;
+    let vendor = scene.url(&scene.vendor_token.clone());
+    let (mut socket, _) = tokio_tungstenite::connect_async(&vendor)
+        .await
+        .expect("connect");
+    let mut answered = 0;
+    let closed = loop {
+        socket
+            .send(WsMessage::Binary(vec![0, 0, 1, 0].into()))
+            .await
+            .expect("send step 1");
+        // Read until the sync step 2 answering it, or the close.
+        let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(message) = socket.next().await {
+                match message.expect("frame") {
+                    WsMessage::Binary(bytes) if bytes.starts_with(&[0, 1]) => return None,
+                    WsMessage::Close(Some(frame)) => {
+                        return Some((u16::from(frame.code), frame.reason.to_string()));
+                    }
+                    _ => {}
+                }
+            }
+            Some((1006, String::new()))
+        })
+        .await
+        .expect("an answer or a close within 10 s");
+        match outcome {
+            None => answered += 1,
+            Some(closed) => break closed,
+        }
+        assert!(answered <= 10, "the requests are never limited");
+    };
+    assert_eq!(closed.0, 4429, "{closed:?}");
+    assert!(closed.1.contains("whole list"), "{closed:?}");
+    assert!((5..=7).contains(&answered), "{answered} answered first");
+    scene
+        .assert_unharmed("whole-list requests read at once")
+        .await;
+}

@@ -15,6 +15,7 @@
 //! - [`write`]: changes the server itself makes to a document (REST).
 
 mod batch;
+mod budget;
 pub mod commit;
 pub mod compaction;
 mod live;

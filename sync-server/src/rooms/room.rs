@@ -27,6 +27,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 use larder_crdt::nesting::{NestingError, NestingIndex};
 
 use super::batch::Batches;
+use super::budget::ReplyBudget;
 use super::commit::CommitOutcome;
 use super::live::LiveUpdates;
 use super::presence::{Outgoing, Presence, PresenceError, PresenceLimits};
@@ -52,6 +53,8 @@ struct Conn {
     link_id: Option<Uuid>,
     /// Whether this read-only connection was already told it may not write.
     was_denied: bool,
+    /// Whole-state replies it may still get.
+    replies: ReplyBudget,
 }
 
 pub(crate) struct Room {
@@ -398,6 +401,7 @@ impl Room {
                 wants_ack,
                 link_id,
                 was_denied: false,
+                replies: ReplyBudget::default(),
             },
         );
         metrics::gauge!("larder_connections").increment(1.0);
@@ -441,6 +445,20 @@ impl Room {
         }
         if state.control.is_reply_queued(Reply::State) {
             metrics::counter!("larder_replies_coalesced_total", "kind" => "state").increment(1);
+            return;
+        }
+        if !self
+            .conns
+            .get_mut(&conn)
+            .is_some_and(|state| state.replies.take())
+        {
+            self.close_conn(
+                conn,
+                CloseReason::new(
+                    close::RATE_LIMITED,
+                    "too many requests for the whole list; reconnect later",
+                ),
+            );
             return;
         }
         let doc = &self.doc;
