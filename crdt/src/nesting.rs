@@ -61,9 +61,9 @@ impl NestingIndex {
     }
 
     /// Records what yrs integrated: a transaction's delta, or a document's
-    /// whole state. Fails (recording nothing) only on bytes that are not an
-    /// update.
-    pub fn record(&mut self, integrated: &[u8]) -> Result<(), NestingError> {
+    /// whole state; returns how many structs it holds. Fails (recording
+    /// nothing) only on bytes that are not an update.
+    pub fn record(&mut self, integrated: &[u8]) -> Result<usize, NestingError> {
         // Recording never refuses: any nesting of values reads (iteratively).
         let limits = Limits {
             max_depth: usize::MAX,
@@ -71,9 +71,9 @@ impl NestingIndex {
             max_structs: usize::MAX,
             max_delete_ranges: usize::MAX,
         };
-        let depths = self.resolve(integrated, &limits, &|_| true, false)?;
+        let (depths, collected) = self.resolve(integrated, &limits, &|_| true, false)?;
         self.insert_all(&depths);
-        Ok(())
+        Ok(depths.len() + collected)
     }
 
     /// Judges a client's update before it is applied: refused when an item
@@ -81,30 +81,31 @@ impl NestingIndex {
     /// a struct the document does not hold and the update does not carry
     /// (yrs would hold it aside, out of sight). `holds(id)` says whether
     /// the document holds the struct `id` (it may have been collected).
+    /// Returns how many structs the update carries.
     pub fn judge(
         &self,
         update: &[u8],
         limits: &Limits,
         holds: &dyn Fn(Id) -> bool,
-    ) -> Result<(), NestingError> {
-        let depths = self.resolve(update, limits, holds, true)?;
+    ) -> Result<usize, NestingError> {
+        let (depths, collected) = self.resolve(update, limits, holds, true)?;
         match depths.iter().map(|(_, d)| *d).max() {
             Some(deepest) if deepest > self.max_depth => Err(NestingError::TooDeep(self.max_depth)),
-            _ => Ok(()),
+            _ => Ok(depths.len() + collected),
         }
     }
 
     /// The depth of every item of `update`, resolved through the index and
-    /// the update itself with an explicit stack (no recursion). With
-    /// `judge`, deleting what the document does not hold is refused too: it
-    /// would wait aside, unstored.
+    /// the update itself with an explicit stack (no recursion), and how
+    /// many collected ranges it carries. With `judge`, deleting what the
+    /// document does not hold is refused too: it would wait aside, unstored.
     fn resolve(
         &self,
         update: &[u8],
         limits: &Limits,
         holds: &dyn Fn(Id) -> bool,
         judge: bool,
-    ) -> Result<Vec<(Struct, u32)>, NestingError> {
+    ) -> Result<(Vec<(Struct, u32)>, usize), NestingError> {
         let mut structs = Vec::new();
         let mut collected: Vec<Struct> = Vec::new();
         let mut deletes = Vec::new();
@@ -194,11 +195,12 @@ impl NestingIndex {
                 stack.pop();
             }
         }
-        Ok(structs
+        let depths = structs
             .into_iter()
             .zip(depth)
             .map(|(s, d)| (s, d.unwrap_or(1)))
-            .collect())
+            .collect();
+        Ok((depths, collected.len()))
     }
 
     /// Whether the index holds the struct `id`.

@@ -564,6 +564,8 @@ impl Directory {
 
     // Invitations --------------------------------------------------------------
 
+    /// Stores an invitation by `invited_by`, if they are an admin of the
+    /// family when it is written; `None` otherwise.
     pub async fn create_invitation(
         &self,
         family_id: Uuid,
@@ -571,7 +573,22 @@ impl Directory {
         role: &str,
         invited_by: Uuid,
         expires_at: DateTime<Utc>,
-    ) -> DirResult<Uuid> {
+    ) -> DirResult<Option<Uuid>> {
+        let mut tx = self.pool.begin().await?;
+        // Under a share lock on the inviter's membership: an admin being
+        // removed meanwhile (which revokes their codes) is waited for, and
+        // then may no longer invite.
+        let role_now: Option<(String,)> = sqlx::query_as(
+            "SELECT role FROM family_memberships \
+             WHERE family_id = $1 AND user_id = $2 FOR SHARE",
+        )
+        .bind(family_id)
+        .bind(invited_by)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if role_now.is_none_or(|(r,)| r != "admin") {
+            return Ok(None);
+        }
         let id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO invitations (id, family_id, code_hash, role, invited_by, expires_at) \
@@ -583,9 +600,10 @@ impl Directory {
         .bind(role)
         .bind(invited_by)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(id)
+        tx.commit().await?;
+        Ok(Some(id))
     }
 
     /// Spends the invitation `code_hash` making `user_id` a member.

@@ -83,7 +83,7 @@ impl Config {
         format!(
             "listen={} database_url={} db_max_connections={} max_message_bytes={} max_doc_bytes={} \
              messages_per_second={} message_burst={} outbound_queue={} max_nesting={} max_update_clients={} \
-             max_update_structs={} max_update_delete_ranges={} outbound_queue_bytes={} \
+             max_update_structs={} max_update_delete_ranges={} outbound_queue_bytes={} max_doc_structs={} \
              presence_clients_per_connection={} \
              presence_state_bytes={} presence_list_bytes={} http_header_timeout_secs={} max_connections={} \
              max_connections_per_address={} dead_peer_secs={} linger_ms={} commit_window_ms={} \
@@ -105,6 +105,7 @@ impl Config {
             self.limits.max_update_structs,
             self.limits.max_update_delete_ranges,
             self.limits.outbound_queue_bytes,
+            self.limits.max_doc_structs,
             self.limits.presence_clients_per_connection,
             self.limits.presence_state_bytes,
             self.limits.presence_list_bytes,
@@ -213,6 +214,12 @@ pub struct Limits {
         default_value_t = 262_144
     )]
     pub max_update_delete_ranges: usize,
+
+    /// Structs (items and collected ranges) a list's document may hold:
+    /// each costs yrs memory however few bytes it took; an update that
+    /// would pass it closes the socket with 4414.
+    #[arg(long, env = "LARDER_MAX_DOC_STRUCTS", default_value_t = 500_000)]
+    pub max_doc_structs: usize,
 
     /// Bytes queued for one connection; a consumer that falls further
     /// behind is closed with 1013 (one frame larger than this still goes

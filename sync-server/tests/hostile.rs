@@ -604,3 +604,26 @@ async fn asking_for_the_whole_list_again_and_again_is_limited() {
         .assert_unharmed("whole-list requests read at once")
         .await;
 }
+
+/// Each struct costs yrs memory however few bytes it took: a list may hold
+/// at most `--max-doc-structs` of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_holds_no_more_structs_than_its_limit() {
+    use yrs::{Map, Transact};
+    let mut scene = Scene::start(&["--max-doc-structs", "200"]).await;
+    let member = scene.url(&scene.member_token.clone());
+    let doc = yrs::Doc::with_client_id(5_151);
+    let root = doc.get_or_insert_map("hostile");
+    let update = {
+        let mut txn = doc.transact_mut();
+        // Each key on its own origin-less struct: 300 structs, few bytes each.
+        for i in 0..300 {
+            root.insert(&mut txn, format!("hostile {i}"), i);
+        }
+        txn.encode_update_v1()
+    };
+    let (code, reason) = attack(&member, vec![update_frame(update)]).await;
+    assert_eq!(code, 4414, "{reason}");
+    assert!(reason.contains("more entries"), "{reason}");
+    scene.assert_unharmed("too many structs").await;
+}

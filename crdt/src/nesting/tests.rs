@@ -16,7 +16,7 @@ fn admit(
     holds: &dyn Fn(Id) -> bool,
 ) -> Result<(), NestingError> {
     index.judge(update, &Limits::default(), holds)?;
-    index.record(update)
+    index.record(update).map(|_| ())
 }
 
 /// `levels` maps nested in a chain under root `items`, one update per
@@ -190,7 +190,7 @@ fn a_neighbour_that_was_collected_leaves_the_depth_to_the_other_one() {
     // A chain MAX deep written by client 1; its deepest map is (1, MAX - 1).
     let mut index = NestingIndex::new(MAX);
     for update in chain(MAX as usize, 1) {
-        index.record(&update).expect("records");
+        assert_eq!(index.record(&update).expect("records"), 1, "one map each");
     }
     // Client 77: a collected struct, then a map whose left neighbour is that
     // struct and whose right neighbour is the deepest map. yrs takes the

@@ -466,7 +466,9 @@ async fn invite(
             caller.user_id,
             expires_at,
         )
-        .await?;
+        .await?
+        // Demoted or removed since the check above.
+        .ok_or_else(admin_required)?;
     Ok((
         StatusCode::CREATED,
         Json(InvitationView {

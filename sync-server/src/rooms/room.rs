@@ -90,6 +90,8 @@ pub(crate) struct Room {
     deferred_step1: HashMap<ConnId, StateVector>,
     /// How deep the document's types nest, to refuse updates nesting deeper.
     nesting: NestingIndex,
+    /// Structs the document holds (each costs yrs memory, whatever its bytes).
+    doc_structs: usize,
 }
 
 enum Event {
@@ -190,6 +192,7 @@ impl Room {
             pending_bytes: 0,
             deferred_step1: HashMap::new(),
             nesting: NestingIndex::new(nesting_limit(&ctx_limits)),
+            doc_structs: 0,
         }
     }
 
@@ -583,16 +586,31 @@ impl Room {
     }
 
     /// Refuses an update that would nest types deeper than the limit (yrs
-    /// deletes nested types recursively), or that builds on changes this
-    /// server does not hold yet. Returns whether it may be applied.
+    /// deletes nested types recursively), that builds on changes this
+    /// server does not hold yet, or that would make the document hold more
+    /// structs than it may (each costs yrs memory, however few its bytes).
+    /// Returns whether it may be applied.
     fn judge_nesting(&mut self, conn: ConnId, bytes: &[u8]) -> bool {
         let sv = self.doc.transact().state_vector();
         let holds = |(client, clock): larder_crdt::validate::Id| {
             sv.get(&yrs::ClientID::new(client)) > clock
         };
         let checks = self.ctx.limits.message_checks();
-        let reason = match self.nesting.judge(bytes, &checks, &holds) {
-            Ok(()) => return true,
+        let judged = self.nesting.judge(bytes, &checks, &holds);
+        let max_structs = self.ctx.limits.max_doc_structs;
+        if let Ok(structs) = judged
+            && self.doc_structs + structs > max_structs
+        {
+            // The count only grows between loads (collected structs stay
+            // counted): count again before refusing.
+            self.reindex_nesting();
+        }
+        let reason = match judged {
+            Ok(structs) if self.doc_structs + structs <= max_structs => return true,
+            Ok(_) => CloseReason::new(
+                close::DOCUMENT_TOO_LARGE,
+                "the list would hold more entries than it may",
+            ),
             Err(e @ (NestingError::TooDeep(_) | NestingError::Invalid(_))) => {
                 CloseReason::new(close::MALFORMED, format!("malformed message: {e}"))
             }

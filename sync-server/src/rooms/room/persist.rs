@@ -447,11 +447,13 @@ impl Room {
     /// Indexes what a transaction integrated; past its bound on runs the
     /// index is rebuilt from the document (which drops collected structs).
     pub(super) fn record_integrated(&mut self, delta: &[u8]) {
-        if let Err(e) = self.nesting.record(delta) {
-            tracing::warn!(error = %e, "an integrated update does not check; reindexing");
-            self.reindex_nesting();
-        } else if self.nesting.runs() > MAX_NESTING_RUNS {
-            self.reindex_nesting();
+        match self.nesting.record(delta) {
+            Err(e) => {
+                tracing::warn!(error = %e, "an integrated update does not check; reindexing");
+                self.reindex_nesting();
+            }
+            Ok(_) if self.nesting.runs() > MAX_NESTING_RUNS => self.reindex_nesting(),
+            Ok(structs) => self.doc_structs += structs,
         }
     }
 
@@ -459,8 +461,11 @@ impl Room {
     pub(super) fn reindex_nesting(&mut self) {
         let mut nesting = NestingIndex::new(nesting_limit(&self.ctx.limits));
         let state = larder_crdt::state::encode_full_state(&self.doc);
-        if let Err(e) = nesting.record(&state) {
-            tracing::error!(error = %e, "the document's state does not check; nesting unknown");
+        match nesting.record(&state) {
+            Ok(structs) => self.doc_structs = structs,
+            Err(e) => {
+                tracing::error!(error = %e, "the document's state does not check; nesting unknown");
+            }
         }
         self.nesting = nesting;
     }
