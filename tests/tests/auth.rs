@@ -886,6 +886,16 @@ async fn revoking_a_vendor_link_closes_its_socket_on_every_replica() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(listed["tokens"].as_array().map(Vec::len), Some(1));
+    // A list has at most 100 working links (one is working now).
+    for _ in 0..99 {
+        let (status, body) = issue(None).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = issue(None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("too_many_links"))
+    );
     let (status, _) = a
         .call(
             "DELETE",

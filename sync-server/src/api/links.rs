@@ -21,6 +21,8 @@ use crate::error::{ApiError, ErrorBody};
 
 /// Lifetime of a link when none is asked for: a week.
 const DEFAULT_HOURS: u32 = 168;
+/// Links that work at once for one list (the listing is not paginated).
+pub const MAX_LINKS_PER_LIST: usize = 100;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -100,6 +102,7 @@ pub struct LinkList {
     responses(
         (status = 201, body = ReadOnlyToken),
         (status = 404, description = "No such list, deleted, or not a member", body = ErrorBody),
+        (status = 409, description = "The list has 100 working links already", body = ErrorBody),
         (status = 422, description = "A lifetime past the server's maximum", body = ErrorBody),
     ))]
 pub async fn create_link(
@@ -119,6 +122,12 @@ pub async fn create_link(
         return Err(ApiError::invalid(format!(
             "expires_in_hours must be 1 to {max}"
         )));
+    }
+    if state.directory.read_only_links(list_id).await?.len() >= MAX_LINKS_PER_LIST {
+        return Err(ApiError::conflict(
+            "too_many_links",
+            format!("a list has at most {MAX_LINKS_PER_LIST} working links; revoke one first"),
+        ));
     }
     let expires_at = Utc::now() + chrono::Duration::hours(i64::from(hours));
     let link = state
