@@ -1,4 +1,6 @@
-//! Larder's storage: the [`Store`] trait and its PostgreSQL implementation.
+//! Larder's storage: the [`Store`] trait, the [`directory::Directory`] and
+//! the [`projection::Projections`], each on PostgreSQL (many replicas) and
+//! on SQLite (one process, the default), chosen by the URL ([`Database`]).
 //!
 //! Storage moves opaque update bytes; it knows nothing of HTTP or of the
 //! document schema. What it guarantees:
@@ -12,13 +14,17 @@
 //!   row), never deleting an update the new snapshot does not cover.
 //!
 //! Modules: [`directory`] (accounts, families, list rows, idempotency
-//! keys), [`projection`] (relational rows of list documents), [`postgres`] (the implementation, migrations embedded from
-//! `migrations/postgres`), [`testing`] (a throw-away database per test).
+//! keys), [`projection`] (relational rows of list documents), [`postgres`]
+//! and [`sqlite`] (the implementations, migrations embedded from
+//! `migrations/postgres` and `migrations/sqlite`), [`database`] (opening
+//! either by URL), [`testing`] (a throw-away database per test).
 #![forbid(unsafe_code)]
 
+pub mod database;
 pub mod directory;
 pub mod postgres;
 pub mod projection;
+pub mod sqlite;
 pub mod testing;
 
 use std::collections::HashMap;
@@ -27,7 +33,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+pub use database::{Backend, Database};
 pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 /// Errors of a [`Store`].
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +52,9 @@ pub enum StoreError {
     /// The task doing the work failed (e.g. panicked).
     #[error("storage task failed: {0}")]
     Task(String),
+    /// The database could not be opened; the message says why, for people.
+    #[error("{0}")]
+    Open(String),
 }
 
 impl StoreError {
@@ -52,7 +63,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::ListNotFound(_) => false,
-            StoreError::Migrate(_) => false,
+            StoreError::Migrate(_) | StoreError::Open(_) => false,
             StoreError::Task(_) => true,
             StoreError::Database(e) => {
                 !matches!(e, sqlx::Error::RowNotFound | sqlx::Error::ColumnNotFound(_))

@@ -1,8 +1,14 @@
-//! A throw-away PostgreSQL database per test, so tests run in parallel.
+//! A throw-away database per test, so tests run in parallel.
 //!
-//! The server is taken from `DATABASE_URL` (its database part is replaced),
-//! defaulting to the local one at 127.0.0.1:5432. A missing server fails the
-//! test loudly; nothing skips.
+//! [`TestDatabase::create`] gives the backend named by
+//! `LARDER_TEST_DATABASE` (`postgres`, the default, or `sqlite`), so one
+//! suite runs on both; tests of something only one backend has ask for it
+//! ([`TestDatabase::postgres`], [`TestDatabase::sqlite`]).
+//!
+//! PostgreSQL is taken from `DATABASE_URL` (its database part is replaced),
+//! defaulting to the local one at 127.0.0.1:5432; a missing server fails the
+//! test loudly, nothing skips. SQLite databases are files in a temporary
+//! folder, never `:memory:` (each pooled connection would get its own).
 
 use sqlx::Postgres;
 use sqlx::migrate::MigrateDatabase;
@@ -15,11 +21,60 @@ pub const DEFAULT_TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgr
 #[derive(Debug)]
 pub struct TestDatabase {
     url: String,
+    /// The folder of a SQLite database.
+    folder: Option<std::path::PathBuf>,
+}
+
+/// The backend `LARDER_TEST_DATABASE` asks for (PostgreSQL when unset).
+pub fn backend_under_test() -> crate::Backend {
+    match std::env::var("LARDER_TEST_DATABASE").as_deref() {
+        Ok("sqlite") => crate::Backend::Sqlite,
+        Ok("postgres") | Err(_) => crate::Backend::Postgres,
+        Ok(other) => panic!("LARDER_TEST_DATABASE={other}: expected postgres or sqlite"),
+    }
 }
 
 impl TestDatabase {
-    /// Creates an empty, migrated database with a unique name.
+    /// An empty, migrated database of the backend under test.
     pub async fn create() -> TestDatabase {
+        match backend_under_test() {
+            crate::Backend::Postgres => TestDatabase::postgres().await,
+            crate::Backend::Sqlite => TestDatabase::sqlite().await,
+        }
+    }
+
+    /// An empty, migrated SQLite database in a folder of its own.
+    pub async fn sqlite() -> TestDatabase {
+        let folder = std::env::temp_dir().join(format!("larder-test-{}", Uuid::new_v4().simple()));
+        let url = format!("sqlite://{}", folder.join("larder.db").display());
+        let db = crate::Database::open(&url, 2)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a SQLite test database: {e}"));
+        db.close().await;
+        TestDatabase {
+            url,
+            folder: Some(folder),
+        }
+    }
+
+    /// The backend of this database.
+    pub fn backend(&self) -> crate::Backend {
+        if self.folder.is_some() {
+            crate::Backend::Sqlite
+        } else {
+            crate::Backend::Postgres
+        }
+    }
+
+    /// Opens it (a pool of `max_connections`).
+    pub async fn open(&self, max_connections: u32) -> crate::Database {
+        crate::Database::open(&self.url, max_connections)
+            .await
+            .expect("open the test database")
+    }
+
+    /// An empty, migrated PostgreSQL database with a unique name.
+    pub async fn postgres() -> TestDatabase {
         let server =
             std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_SERVER.to_owned());
         let name = format!("larder_test_{}", Uuid::new_v4().simple());
@@ -27,7 +82,7 @@ impl TestDatabase {
         Postgres::create_database(&url).await.unwrap_or_else(|e| {
             panic!("tests need PostgreSQL at {server}: cannot create a test database: {e}")
         });
-        let db = TestDatabase { url };
+        let db = TestDatabase { url, folder: None };
         let pool = crate::postgres::connect(&db.url, 2)
             .await
             .expect("connect to the test database");
@@ -46,6 +101,10 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if let Some(folder) = &self.folder {
+            let _ = std::fs::remove_dir_all(folder);
+            return;
+        }
         let url = self.url.clone();
         // Drop runs inside the test's runtime; a thread of its own may block.
         let dropped = std::thread::spawn(move || {

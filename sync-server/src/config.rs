@@ -154,16 +154,20 @@ impl Config {
 /// Where the data lives.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
-    /// PostgreSQL URL. The database is created if it does not exist.
+    /// Where the data lives: `sqlite://PATH` keeps everything in one file
+    /// (one process; the file and its folder are created on first start),
+    /// `postgres://USER@HOST/DATABASE` in PostgreSQL (replicas; the database
+    /// is created if it does not exist).
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/larder",
+        default_value = "sqlite://larder-data/larder.db",
         hide_env_values = true
     )]
     pub database_url: String,
 
-    /// Most connections this process opens to PostgreSQL.
+    /// Most connections this process opens to PostgreSQL (with SQLite: read
+    /// connections, at most 8, beside the one writer).
     #[arg(long, env = "LARDER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 }
@@ -487,25 +491,7 @@ pub struct RateLimitConfig {
     pub trust_forwarded_for: bool,
 }
 
-/// `url` with any password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end], &rest[at..]),
-                None => url.to_owned(),
-            }
-        }
-        None => url.to_owned(),
-    }
-}
+pub use larder_storage::database::redact as redact_url;
 
 #[cfg(test)]
 mod tests {

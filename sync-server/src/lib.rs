@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use larder_relay::{RedisRelay, RedisRelayConfig, Relay, SoloRelay};
-use larder_storage::{PgStore, Store};
+use larder_storage::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -40,19 +40,12 @@ use uuid::Uuid;
 
 pub use config::Config;
 
-/// Connects to PostgreSQL (creating the database if missing) and applies
+/// Opens the configured database (creating it if missing) and applies
 /// migrations.
-pub async fn open_store(config: &config::DatabaseConfig) -> anyhow::Result<PgStore> {
-    larder_storage::postgres::create_database_if_missing(&config.database_url)
-        .await
-        .context("cannot reach PostgreSQL to create the database")?;
-    let pool = larder_storage::postgres::connect(&config.database_url, config.db_max_connections)
-        .await
-        .context("cannot connect to PostgreSQL")?;
-    larder_storage::postgres::migrate(&pool)
-        .await
-        .context("cannot apply migrations")?;
-    Ok(PgStore::new(pool))
+pub async fn open_database(
+    config: &config::DatabaseConfig,
+) -> anyhow::Result<larder_storage::Database> {
+    Ok(larder_storage::Database::open(&config.database_url, config.db_max_connections).await?)
 }
 
 /// Deletes expired idempotency keys every hour (a retry after 24 h is a new
@@ -85,10 +78,17 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let relay: Arc<dyn Relay> = match &config.relay.redis_url {
-        Some(url) => Arc::new(
-            RedisRelay::start(RedisRelayConfig::new(url.as_str())).context("invalid REDIS_URL")?,
-        ),
-        None => Arc::new(SoloRelay::default()),
+        Some(url) => {
+            tracing::info!(relay = %format!("Redis Pub/Sub at {}", config::redact_url(url)), "relay");
+            Arc::new(
+                RedisRelay::start(RedisRelayConfig::new(url.as_str()))
+                    .context("invalid REDIS_URL")?,
+            )
+        }
+        None => {
+            tracing::info!(relay = "in process (a single replica)", "relay");
+            Arc::new(SoloRelay::default())
+        }
     };
     run_with_relay(config, listener, shutdown, relay).await
 }
@@ -107,16 +107,17 @@ pub async fn run_with_relay(
     )?);
     let limiter = ratelimit::RateLimiter::new(config.relay.redis_url.as_deref())
         .context("invalid REDIS_URL")?;
-    let pg = open_store(&config.database).await?;
-    let directory = larder_storage::directory::Directory::new(pg.pool().clone());
-    let store: Arc<dyn Store> = Arc::new(pg);
+    let database = open_database(&config.database).await?;
+    tracing::info!(storage = %database.describe(), "storage open");
+    let directory = database.directory.clone();
+    let store: Arc<dyn Store> = database.store.clone();
     let replica_id = config.relay.replica_id.unwrap_or_else(Uuid::now_v7);
     // Installed before anything records, so nothing is lost.
     let _ = telemetry::metrics();
     let tracker = TaskTracker::new();
     let committer =
         rooms::commit::Committer::spawn(store.clone(), config.rooms.commit_window(), &tracker);
-    let projections = larder_storage::projection::Projections::new(directory.pool().clone());
+    let projections = database.projections.clone();
     let projector = projector::Projector::spawn(
         store.clone(),
         projections.clone(),

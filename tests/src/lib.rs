@@ -21,7 +21,7 @@ use larder_client::SyncClient;
 use larder_crdt::{ItemPatch, ListDoc, ListSnapshot, NewItem};
 use larder_relay::Relay;
 use larder_server::Config;
-use larder_storage::{PgStore, Store};
+use larder_storage::Store;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -501,16 +501,18 @@ pub async fn converge(clients: &[&SyncClient]) -> ListSnapshot {
 
 /// The list as stored (snapshot + tail), read back through larder-crdt.
 pub async fn stored_snapshot(database_url: &str, list_id: Uuid) -> ListSnapshot {
-    let store = PgStore::new(
-        larder_storage::postgres::connect(database_url, 2)
-            .await
-            .expect("connect"),
-    );
-    let stored = store.load_doc(list_id).await.expect("load stored list");
+    let database = larder_storage::Database::open(database_url, 2)
+        .await
+        .expect("open the database");
+    let stored = database
+        .store
+        .load_doc(list_id)
+        .await
+        .expect("load stored list");
     let doc = Doc::new();
     larder_crdt::state::apply_stored(&doc, stored.updates()).expect("stored updates apply");
     let snapshot = ListDoc::new(&doc).read(&yrs::Transact::transact(&doc));
-    store.pool().close().await;
+    database.close().await;
     snapshot
 }
 
@@ -524,13 +526,12 @@ pub async fn wait_stored(database_url: &str, list_id: Uuid, expected: &ListSnaps
     .await;
 }
 
-/// A store on `database_url`.
-pub async fn store(database_url: &str) -> PgStore {
-    PgStore::new(
-        larder_storage::postgres::connect(database_url, 4)
-            .await
-            .expect("connect"),
-    )
+/// The store of the database at `database_url` (PostgreSQL or SQLite).
+pub async fn store(database_url: &str) -> Arc<dyn Store> {
+    larder_storage::Database::open(database_url, 4)
+        .await
+        .expect("open the database")
+        .store
 }
 
 /// A minimal HTTP/1.1 GET returning status and body; `None` when nothing answers.

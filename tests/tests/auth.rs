@@ -433,7 +433,8 @@ async fn removing_a_member_on_one_replica_closes_their_socket_on_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_the_relay_never_delivered_still_closes_the_socket() {
-    let db = TestDatabase::create().await;
+    // PostgreSQL: the test changes rows behind the server's back with SQL of its own.
+    let db = TestDatabase::postgres().await;
     let app = TestApp::spawn_with(db.url(), |c| c.auth.access_recheck_secs = 1).await;
     let admin = app.signup("admin").await;
     let member = app.signup("member").await;
@@ -600,7 +601,8 @@ async fn a_list_renamed_through_rest_changes_live_documents() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_whole_sign_in() {
-    let db = TestDatabase::create().await;
+    // PostgreSQL: the test changes rows behind the server's back with SQL of its own.
+    let db = TestDatabase::postgres().await;
     let app = TestApp::spawn(db.url()).await;
     let account = app.signup("ann").await;
     let refresh = |token: String| refresh_with(&app, token);
@@ -677,7 +679,8 @@ async fn age_rotations(app: &TestApp) {
 /// successor and the sign-in lives on; after it, the retry is reuse.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_retried_within_the_grace_period_gets_the_same_successor() {
-    let db = TestDatabase::create().await;
+    // PostgreSQL: the test changes rows behind the server's back with SQL of its own.
+    let db = TestDatabase::postgres().await;
     let app = TestApp::spawn(db.url()).await;
     let account = app.signup("ann").await;
     let refresh = |token: String| refresh_with(&app, token);

@@ -265,7 +265,8 @@ async fn items_are_searched_across_the_family_a_page_at_a_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_are_placed_through_the_document_and_move_through_legal_states_only() {
-    let db = TestDatabase::create().await;
+    // PostgreSQL: the vendor is inserted with SQL (no route creates vendors yet).
+    let db = TestDatabase::postgres().await;
     let f = fixture(&db).await;
     let vendor = Uuid::now_v7();
     let pool = larder_storage::postgres::connect(db.url(), 1)

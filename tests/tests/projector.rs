@@ -5,26 +5,15 @@
 use std::time::Duration;
 
 use larder_crdt::{ItemPatch, ItemStatus, ListSnapshot, NewOrder, OrderItemRow};
-use larder_storage::projection::{Projected, Projection, Projections};
+use larder_storage::Database;
+use larder_storage::projection::{ItemFilter, Projected, Projection};
 use larder_tests::*;
 use proptest::prelude::*;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 /// An item row: id, name, quantity, status, category, note, assignee, position.
 type ItemRow = (
     String,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-/// An item row as selected (the id as a UUID).
-type DbItemRow = (
-    Uuid,
     String,
     Option<String>,
     String,
@@ -101,72 +90,79 @@ fn expected_rows(snapshot: &ListSnapshot) -> Rows {
     }
 }
 
-async fn projected_rows(pool: &PgPool, list: Uuid) -> Rows {
-    let (name, status, a, b, c, d): (String, String, i32, i32, i32, i32) = sqlx::query_as(
-        "SELECT name, status, item_count, needed_count, in_cart_count, purchased_count \
-         FROM grocery_lists WHERE id = $1",
-    )
-    .bind(list)
-    .fetch_one(pool)
-    .await
-    .expect("list row");
-    let items: Vec<DbItemRow> =
-        sqlx::query_as(
-            "SELECT item_id, name, quantity, status, category, note, assignee, position FROM list_items \
-             WHERE list_id = $1 ORDER BY position COLLATE \"C\" NULLS FIRST, item_id::text COLLATE \"C\"",
-        )
-        .bind(list)
-        .fetch_all(pool)
+/// The rows as the REST API reads them (list row, items, orders).
+async fn projected_rows(db: &Database, list: Uuid) -> Rows {
+    let row = db
+        .directory
+        .list(list)
+        .await
+        .expect("list row")
+        .expect("list");
+    let items = db
+        .projections
+        .items(list, &ItemFilter::default())
         .await
         .expect("items");
-    let orders: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, status FROM orders WHERE list_id = $1 ORDER BY id::text")
-            .bind(list)
-            .fetch_all(pool)
-            .await
-            .expect("orders");
-    let mut order_rows = Vec::new();
-    for (id, status) in orders {
-        let lines: Vec<(Option<Uuid>, String, Option<String>)> = sqlx::query_as(
-            "SELECT item_id, name, quantity FROM order_items WHERE order_id = $1 ORDER BY line_no",
-        )
-        .bind(id)
-        .fetch_all(pool)
+    let mut orders: Vec<_> = db
+        .projections
+        .family_orders(row.family_id, None, None, 10_000)
         .await
-        .expect("lines");
-        order_rows.push((
-            id.to_string(),
-            status,
-            lines
-                .into_iter()
-                .map(|(item, name, quantity)| (item.map(|i| i.to_string()), name, quantity))
-                .collect(),
-        ));
-    }
-    order_rows.sort();
+        .expect("orders")
+        .into_iter()
+        .filter(|o| o.list_id == list)
+        .map(|o| {
+            (
+                o.id.to_string(),
+                o.status,
+                o.items
+                    .into_iter()
+                    .map(|l| (l.item_id.map(|i| i.to_string()), l.name, l.quantity))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    orders.sort();
     Rows {
-        name,
-        status,
-        counts: (a, b, c, d),
+        name: row.name,
+        status: row.status,
+        counts: (
+            row.item_count,
+            row.needed_count,
+            row.in_cart_count,
+            row.purchased_count,
+        ),
         items: items
             .into_iter()
-            .map(|(id, n, q, s, c, no, a, p)| (id.to_string(), n, q, s, c, no, a, p))
+            .map(|i| {
+                (
+                    i.item_id.to_string(),
+                    i.name,
+                    i.quantity,
+                    i.status,
+                    i.category,
+                    i.note,
+                    i.assignee,
+                    i.position,
+                )
+            })
             .collect(),
-        orders: order_rows,
+        orders,
     }
 }
 
-async fn seqs(pool: &PgPool, list: Uuid) -> (i64, i64) {
-    sqlx::query_as("SELECT head_seq, projected_seq FROM grocery_lists WHERE id = $1")
-        .bind(list)
-        .fetch_one(pool)
+async fn seqs(db: &Database, list: Uuid) -> (i64, i64) {
+    let row = db
+        .directory
+        .list(list)
         .await
-        .expect("seqs")
+        .expect("list row")
+        .expect("list");
+    (row.head_seq, row.projected_seq)
 }
 
 /// Waits until the rows equal the document `snapshot` and the projection
 /// caught up with the log.
-async fn wait_projected(pool: &PgPool, list: Uuid, snapshot: &ListSnapshot) {
+async fn wait_projected(pool: &Database, list: Uuid, snapshot: &ListSnapshot) {
     let expected = expected_rows(snapshot);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -186,10 +182,8 @@ async fn wait_projected(pool: &PgPool, list: Uuid, snapshot: &ListSnapshot) {
     }
 }
 
-async fn pool(db: &TestDatabase) -> PgPool {
-    larder_storage::postgres::connect(db.url(), 2)
-        .await
-        .expect("connect")
+async fn pool(db: &TestDatabase) -> Database {
+    db.open(2).await
 }
 
 fn fast_projection(c: &mut larder_server::Config) {
@@ -270,7 +264,7 @@ async fn an_older_projection_committed_after_a_newer_one_leaves_the_newer_in_pla
     }
     let (head, _) = seqs(&pool, list).await;
     assert!(head >= 3, "several batches stored: {head}");
-    let projections = Projections::new(pool.clone());
+    let projections = pool.projections.clone();
     let newer = Projection {
         name: "newer".into(),
         status: "active".into(),
@@ -358,12 +352,12 @@ async fn garbage_written_by_a_foreign_client_is_skipped_and_valid_items_still_pr
         "larder-crdt keeps the valid items only"
     );
     wait_projected(&pool, list, &snapshot).await;
-    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM list_items WHERE list_id = $1")
-        .bind(list)
-        .fetch_one(&pool)
+    let stored = pool
+        .projections
+        .items(list, &ItemFilter::default())
         .await
-        .expect("count");
-    assert_eq!(count, 2);
+        .expect("items");
+    assert_eq!(stored.len(), 2);
     app.stop().await;
 }
 

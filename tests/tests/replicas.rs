@@ -367,7 +367,8 @@ async fn without_redis_replicas_still_converge_through_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_postgresql_is_unreachable_edits_flow_unacknowledged_and_are_stored_after() {
-    let db = TestDatabase::create().await;
+    // PostgreSQL: the test cuts the database's connection with a proxy.
+    let db = TestDatabase::postgres().await;
     let pg_proxy = TcpProxy::start(socket_addr_of(db.url())).await;
     let app = TestApp::spawn(&pg_proxy.rewrite_url(db.url())).await;
     let list = Uuid::new_v4();
@@ -431,7 +432,7 @@ async fn while_postgresql_is_unreachable_edits_flow_unacknowledged_and_are_store
 async fn an_edit_relayed_before_it_was_stored_is_stored_by_the_other_replica_when_its_origin_dies()
 {
     let redis = redis_url().await;
-    let db = TestDatabase::create().await;
+    let db = TestDatabase::postgres().await;
     // The origin reaches PostgreSQL through a proxy the test cuts, so it
     // can relay edits but never store them.
     let pg_proxy = TcpProxy::start(socket_addr_of(db.url())).await;

@@ -80,7 +80,6 @@ async fn after_a_restart_a_fresh_client_gets_the_full_state_from_snapshot_and_ta
     let expected = writer.snapshot();
     let store = store(db.url()).await;
     eventually("compaction ran", Duration::from_secs(15), || async {
-        use larder_storage::Store;
         store
             .list_head(list)
             .await
@@ -232,7 +231,6 @@ async fn an_idle_connection_receives_keepalive_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_list_unloading_with_a_long_tail_is_compacted_so_the_next_load_reads_a_snapshot() {
-    use larder_storage::Store;
     let db = TestDatabase::create().await;
     let app = TestApp::spawn_with(db.url(), |c| {
         c.rooms.linger_ms = 100;
@@ -276,7 +274,7 @@ async fn a_list_unloading_with_a_long_tail_is_compacted_so_the_next_load_reads_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_list_unloads_after_lingering_and_reloads_from_storage() {
-    use larder_storage::{NewUpdate, Store};
+    use larder_storage::NewUpdate;
     let db = TestDatabase::create().await;
     let app = TestApp::spawn_with(db.url(), |c| c.rooms.linger_ms = 100).await;
     let list = Uuid::new_v4();
@@ -317,11 +315,11 @@ async fn an_idle_list_unloads_after_lingering_and_reloads_from_storage() {
 /// stored after the snapshot, still completes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacting_a_log_stored_out_of_causal_order_keeps_every_update() {
-    use larder_storage::{NewUpdate, Store};
+    use larder_storage::NewUpdate;
     use yrs::{Map, Transact};
 
     let db = TestDatabase::create().await;
-    let store = std::sync::Arc::new(store(db.url()).await);
+    let store = store(db.url()).await;
     let list = Uuid::new_v4();
     store.ensure_list(list).await.expect("list row");
 

@@ -1,4 +1,12 @@
-//! [`PgStore`]: the [`Store`] in PostgreSQL.
+//! PostgreSQL: [`PgStore`] (the update log), [`PgDirectory`] and
+//! [`PgProjections`], for many replicas sharing one database.
+
+pub mod directory;
+mod links;
+pub mod projection;
+
+pub use directory::PgDirectory;
+pub use projection::PgProjections;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -1,15 +1,28 @@
-//! The Store contract, held against the real PostgreSQL.
+//! The Store contract, held against both backends: every test runs on
+//! PostgreSQL and on SQLite (`on_both!` in `common`).
+
+mod common;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use larder_storage::testing::TestDatabase;
-use larder_storage::{NewUpdate, PgStore, Snapshot, Store, StoreError, postgres};
+use larder_storage::{NewUpdate, Snapshot, Store, StoreError};
 use uuid::Uuid;
 
-async fn store(db: &TestDatabase) -> PgStore {
-    PgStore::new(postgres::connect(db.url(), 8).await.expect("connect"))
+async fn store(db: &TestDatabase) -> Arc<dyn Store> {
+    db.open(8).await.store
 }
+
+on_both!(
+    sequences_have_no_holes_or_duplicates_with_many_concurrent_writers,
+    an_update_committed_during_compaction_is_kept,
+    deleted_and_unknown_lists_take_no_updates,
+    ensuring_a_list_twice_keeps_one_row_and_its_log,
+    catching_up_reads_the_missing_updates_or_falls_back_to_the_snapshot,
+    an_append_abandoned_half_way_leaves_nothing_behind,
+);
 
 fn update(list_id: Uuid, body: &[u8]) -> NewUpdate {
     NewUpdate {
@@ -20,15 +33,14 @@ fn update(list_id: Uuid, body: &[u8]) -> NewUpdate {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sequences_have_no_holes_or_duplicates_with_many_concurrent_writers() {
-    let db = TestDatabase::create().await;
+async fn sequences_have_no_holes_or_duplicates_with_many_concurrent_writers(db: TestDatabase) {
     let lists = [Uuid::new_v4(), Uuid::new_v4()];
     let setup = store(&db).await;
     for list in lists {
         setup.ensure_list(list).await.expect("list");
     }
-    // Four stores with pools of their own act as four server processes.
+    // Four stores with pools of their own act as four server processes
+    // (with SQLite, four writers on one file: the busy timeout queues them).
     let mut writers = Vec::new();
     for w in 0..4u8 {
         let s = store(&db).await;
@@ -65,9 +77,7 @@ async fn sequences_have_no_holes_or_duplicates_with_many_concurrent_writers() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_update_committed_during_compaction_is_kept() {
-    let db = TestDatabase::create().await;
+async fn an_update_committed_during_compaction_is_kept(db: TestDatabase) {
     let s = store(&db).await;
     let list = Uuid::new_v4();
     s.ensure_list(list).await.expect("list");
@@ -120,20 +130,40 @@ async fn an_update_committed_during_compaction_is_kept() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deleted_and_unknown_lists_take_no_updates() {
-    let db = TestDatabase::create().await;
-    let s = store(&db).await;
+async fn deleted_and_unknown_lists_take_no_updates(db: TestDatabase) {
+    let database = db.open(4).await;
+    let s = database.store.clone();
     let live = Uuid::new_v4();
-    let deleted = Uuid::new_v4();
+    let deleted = Uuid::now_v7();
     let unknown = Uuid::new_v4();
     s.ensure_list(live).await.expect("list");
-    s.ensure_list(deleted).await.expect("list");
-    sqlx::query("UPDATE grocery_lists SET deleted_at = now() WHERE id = $1")
-        .bind(deleted)
-        .execute(s.pool())
+    // A family's list, created with its first update, then deleted.
+    let d = &database.directory;
+    let owner = d
+        .create_user("owner@larder.test", "Owner", "hash")
         .await
-        .expect("soft delete");
+        .expect("user")
+        .expect("new");
+    let family = Uuid::now_v7();
+    d.create_family(family, "Home", owner.id, chrono::Utc::now(), None)
+        .await
+        .expect("family");
+    d.create_list(
+        deleted,
+        family,
+        "Gone",
+        owner.id,
+        chrono::Utc::now(),
+        b"first",
+        "test",
+        None,
+    )
+    .await
+    .expect("list");
+    d.set_list_deleted(deleted, true)
+        .await
+        .expect("soft delete")
+        .expect("was live");
     let ranges = s
         .append(vec![
             update(live, b"a"),
@@ -145,7 +175,11 @@ async fn deleted_and_unknown_lists_take_no_updates() {
     assert_eq!(ranges.len(), 1);
     assert_eq!(ranges[&live].first, 1);
     assert!(s.ensure_list(deleted).await.expect("head").is_deleted);
-    assert!(s.load_doc(deleted).await.expect("load").tail.is_empty());
+    assert_eq!(
+        s.load_doc(deleted).await.expect("load").tail.len(),
+        1,
+        "only the first update"
+    );
     assert!(matches!(
         s.load_doc(unknown).await,
         Err(StoreError::ListNotFound(_))
@@ -153,9 +187,7 @@ async fn deleted_and_unknown_lists_take_no_updates() {
     assert!(s.list_head(unknown).await.expect("query").is_none());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ensuring_a_list_twice_keeps_one_row_and_its_log() {
-    let db = TestDatabase::create().await;
+async fn ensuring_a_list_twice_keeps_one_row_and_its_log(db: TestDatabase) {
     let s = store(&db).await;
     let list = Uuid::new_v4();
     s.ensure_list(list).await.expect("list");
@@ -166,9 +198,7 @@ async fn ensuring_a_list_twice_keeps_one_row_and_its_log() {
     assert!(s.updates_after(list, 1).await.expect("read").is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catching_up_reads_the_missing_updates_or_falls_back_to_the_snapshot() {
-    let db = TestDatabase::create().await;
+async fn catching_up_reads_the_missing_updates_or_falls_back_to_the_snapshot(db: TestDatabase) {
     let s = store(&db).await;
     let list = Uuid::new_v4();
     s.ensure_list(list).await.expect("list");
@@ -225,4 +255,53 @@ async fn catching_up_reads_the_missing_updates_or_falls_back_to_the_snapshot() {
     assert_eq!(heads[&list].head_seq, 6);
     assert_eq!(heads[&list].snapshot_seq, 5);
     assert!(!heads[&list].is_deleted);
+}
+
+async fn an_append_abandoned_half_way_leaves_nothing_behind(db: TestDatabase) {
+    let s = store(&db).await;
+    let lists = [Uuid::new_v4(), Uuid::new_v4()];
+    for list in lists {
+        s.ensure_list(list).await.expect("list");
+    }
+    // Appends of two lists each, dropped after more and more polls: each
+    // either committed whole or left nothing, and the store keeps working.
+    let mut committed = 0u64;
+    for polls in 1..40 {
+        let batch = vec![
+            update(lists[0], &[polls]),
+            update(lists[1], &[polls]),
+            update(lists[0], &[polls, 1]),
+        ];
+        // Cut after 0.1 ms, 0.2 ms, ... 3.9 ms: before, during and after
+        // the transaction.
+        let cut = Duration::from_micros(100 * u64::from(polls));
+        if tokio::time::timeout(cut, s.append(batch)).await.is_ok() {
+            committed += 1;
+        }
+        // A cut commit may still land a moment later (the database got
+        // COMMIT before the cut), so the two lists are read until they agree;
+        // a half-applied batch would never let them.
+        let mut settled = false;
+        for _ in 0..200 {
+            let first = s.load_doc(lists[0]).await.expect("load");
+            let second = s.load_doc(lists[1]).await.expect("load");
+            assert_eq!(first.tail.len() as u64, first.head_seq, "no holes");
+            assert_eq!(second.tail.len() as u64, second.head_seq, "no holes");
+            if first.head_seq == 2 * second.head_seq {
+                settled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(settled, "a batch commits whole or not at all");
+    }
+    let ranges = s
+        .append(vec![update(lists[1], b"after")])
+        .await
+        .expect("the store still takes writes");
+    assert!(committed >= 1, "some appends finished before their cut");
+    assert_eq!(
+        ranges[&lists[1]].first,
+        s.list_head(lists[1]).await.unwrap().unwrap().head_seq
+    );
 }
