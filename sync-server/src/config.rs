@@ -19,6 +19,34 @@ pub enum Command {
     Serve(Box<Config>),
     /// Apply database migrations and exit.
     Migrate(DatabaseConfig),
+    /// Write the whole installation (accounts, families, lists with their
+    /// logs and snapshots, links) to a portable file. Stop the server first.
+    Export(ExportArgs),
+    /// Load a file written by `larder export` into an empty database (the
+    /// way from the single-node default to PostgreSQL, or back).
+    Import(ImportArgs),
+}
+
+/// `larder export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// The file to write; it must not exist yet.
+    #[arg(long, short)]
+    pub output: std::path::PathBuf,
+}
+
+/// `larder import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// A file written by `larder export`.
+    #[arg(long, short)]
+    pub input: std::path::PathBuf,
 }
 
 /// Everything `larder serve` takes.
@@ -74,7 +102,7 @@ impl Config {
             .chain(args.into_iter().map(Into::into));
         match Cli::try_parse_from(argv)?.command {
             Command::Serve(config) => Ok(*config),
-            Command::Migrate(_) => unreachable!("the serve subcommand was given"),
+            _ => unreachable!("the serve subcommand was given"),
         }
     }
 

@@ -1,4 +1,6 @@
-//! `larder serve` runs the server; `larder migrate` applies migrations.
+//! `larder serve` runs the server; `larder migrate` applies migrations;
+//! `larder export` and `larder import` move an installation between
+//! databases.
 //! A failure to start is one line on stderr and exit status 1.
 
 use std::process::ExitCode;
@@ -47,6 +49,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             larder_server::telemetry::init("pretty");
             let database = larder_server::open_database(&database).await?;
             tracing::info!(storage = %database.describe(), "migrations applied");
+            Ok(())
+        }
+        Command::Export(args) => {
+            larder_server::telemetry::init("pretty");
+            let database = larder_server::open_database(&args.database).await?;
+            let file = std::fs::File::create_new(&args.output)
+                .with_context(|| format!("cannot create {}", args.output.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            let moved = larder_storage::portable::export(&database, &mut out).await?;
+            out.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|file| file.sync_all())
+                .with_context(|| format!("cannot write {}", args.output.display()))?;
+            tracing::info!(
+                from = %database.describe(),
+                to = %args.output.display(),
+                rows = moved.total(),
+                "exported"
+            );
+            Ok(())
+        }
+        Command::Import(args) => {
+            larder_server::telemetry::init("pretty");
+            let database = larder_server::open_database(&args.database).await?;
+            let file = std::fs::File::open(&args.input)
+                .with_context(|| format!("cannot open {}", args.input.display()))?;
+            let moved =
+                larder_storage::portable::import(&database, std::io::BufReader::new(file)).await?;
+            tracing::info!(
+                from = %args.input.display(),
+                to = %database.describe(),
+                rows = moved.total(),
+                "imported"
+            );
             Ok(())
         }
     }

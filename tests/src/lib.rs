@@ -6,8 +6,10 @@
 //! - [`proxy::TcpProxy`]: a TCP proxy a test can cut and restore.
 //! - [`redis_server::RedisServer`]: a `redis-server` of the test's own.
 //! - [`process::ServerProcess`]: the real `larder` binary as a child process.
+//! - [`interop::run_interop`]: the JavaScript Yjs clients against servers.
 #![forbid(unsafe_code)]
 
+pub mod interop;
 pub mod process;
 pub mod proxy;
 pub mod redis_server;

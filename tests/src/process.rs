@@ -19,10 +19,7 @@ impl ServerProcess {
     /// Starts `binary serve` on `database_url` with extra `flags`, and waits
     /// until it is ready.
     pub async fn start(binary: &str, database_url: &str, flags: &[&str]) -> ServerProcess {
-        let addr = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-            probe.local_addr().expect("bound address")
-        };
+        let addr = free_port();
         let data_dir = TempDir::new();
         let child = Command::new(binary)
             .arg("serve")
@@ -41,6 +38,40 @@ impl ServerProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        ServerProcess::ready(child, addr, data_dir).await
+    }
+
+    /// Starts `binary serve --listen ADDR` as the README runs it: in
+    /// `working_dir`, with no database, relay or secret configured (every
+    /// `DATABASE_URL`, `REDIS_URL` and `LARDER_*` variable removed).
+    pub async fn start_zero_config(binary: &str, working_dir: &Path) -> ServerProcess {
+        let addr = free_port();
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .current_dir(working_dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (name, _) in std::env::vars_os() {
+            let name_text = name.to_string_lossy();
+            if name_text == "DATABASE_URL"
+                || name_text == "REDIS_URL"
+                || name_text.starts_with("LARDER_")
+            {
+                command.env_remove(&name);
+            }
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        ServerProcess::ready(child, addr, TempDir::new()).await
+    }
+
+    async fn ready(child: Child, addr: SocketAddr, data_dir: TempDir) -> ServerProcess {
         let mut server = ServerProcess {
             child,
             addr,
@@ -113,18 +144,29 @@ impl Drop for ServerProcess {
     }
 }
 
+fn free_port() -> SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    probe.local_addr().expect("bound address")
+}
+
 /// A directory removed when dropped.
-struct TempDir(std::path::PathBuf);
+pub struct TempDir(std::path::PathBuf);
 
 impl TempDir {
-    fn new() -> TempDir {
+    pub fn new() -> TempDir {
         let path = std::env::temp_dir().join(format!("larder-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&path).expect("create a temporary directory");
         TempDir(path)
     }
 
-    fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.0
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        TempDir::new()
     }
 }
 

@@ -3,38 +3,14 @@
 //! back, and a Rust client and the stored log agree with them; once on one
 //! replica, once with each JS client on a replica of its own.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::Duration;
-
+use larder_tests::interop::run_interop;
 use larder_tests::*;
-use uuid::Uuid;
-
-fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop")
-}
-
-/// Installs the locked npm packages when they are missing (CI installs
-/// them up front; this keeps `cargo nextest run` alone sufficient).
-fn ensure_node_packages() {
-    let dir = interop_dir();
-    if dir.join("node_modules/y-websocket").exists() && dir.join("node_modules/yjs").exists() {
-        return;
-    }
-    let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .status()
-        .expect("the interop test needs Node.js and npm on PATH");
-    assert!(status.success(), "npm ci in tests/interop failed");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn javascript_yjs_clients_and_a_rust_client_converge_with_the_stored_list() {
     let db = TestDatabase::create().await;
     let app = TestApp::spawn(db.url()).await;
-    run_interop(&db, &app, &app).await;
+    run_interop(db.url(), &app, &app).await;
     app.stop().await;
 }
 
@@ -44,86 +20,7 @@ async fn javascript_clients_on_two_replicas_converge_through_the_relay() {
     let db = TestDatabase::create().await;
     let first = TestApp::spawn_replica(db.url(), &redis, |_| {}).await;
     let second = TestApp::spawn_replica(db.url(), &redis, |_| {}).await;
-    run_interop(&db, &first, &second).await;
+    run_interop(db.url(), &first, &second).await;
     first.stop().await;
     second.stop().await;
-}
-
-/// Runs the Node script with its first JS client (and the Rust client) on
-/// `first` and its second JS client on `second`.
-async fn run_interop(db: &TestDatabase, first: &TestApp, second: &TestApp) {
-    tokio::task::spawn_blocking(ensure_node_packages)
-        .await
-        .expect("npm task");
-    let list = Uuid::new_v4();
-    let rust = first.connect(list).await;
-    let from_rust = add_item(&rust, "From Rust");
-
-    let server_a = format!("ws://{}/v1/sync", first.addr);
-    let server_b = format!("ws://{}/v1/sync", second.addr);
-    let token = first.owner().await.access_token.clone();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg("interop.mjs")
-            .arg(&server_a)
-            .arg(list.to_string())
-            .arg(&server_b)
-            .env("LARDER_TOKEN", &token)
-            .current_dir(interop_dir())
-            .output()
-            .expect("the interop test needs Node.js on PATH")
-    })
-    .await
-    .expect("node task");
-    assert!(
-        output.status.success(),
-        "node interop failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let js_items: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(&output.stdout).expect("JSON items from node");
-    assert!(
-        js_items.contains_key(&from_rust),
-        "the JS clients received the Rust client's item"
-    );
-    // Rust item + Milk + 40 concurrent + 30 offline + 1 while away.
-    assert_eq!(js_items.len(), 73);
-
-    let js_names: BTreeMap<String, String> = js_items
-        .iter()
-        .map(|(id, item)| {
-            (
-                id.clone(),
-                item["name"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    let rust_names = || -> BTreeMap<String, String> {
-        rust.snapshot()
-            .items
-            .into_iter()
-            .map(|i| (i.id, i.name))
-            .collect()
-    };
-    eventually(
-        "the Rust client holds what the JS clients hold",
-        Duration::from_secs(10),
-        || {
-            let same = rust_names() == js_names;
-            async move { same }
-        },
-    )
-    .await;
-    let shared = rust
-        .snapshot()
-        .items
-        .into_iter()
-        .find(|i| i.name == "Milk")
-        .expect("the shared item");
-    let js_shared = &js_items[&shared.id];
-    assert_eq!(shared.quantity.as_deref(), js_shared["quantity"].as_str());
-    assert_eq!(shared.note.as_deref(), Some("written offline"));
-    let expected = rust.snapshot();
-    wait_stored(db.url(), list, &expected).await;
 }

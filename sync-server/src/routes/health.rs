@@ -1,4 +1,4 @@
-//! `/healthz` (the process runs), `/metrics` (Prometheus) and `/readyz` (PostgreSQL answers; the
+//! `/healthz` (the process runs), `/metrics` (Prometheus) and `/readyz` (the database answers; the
 //! relay's state is reported but does not make a replica unready, since a
 //! replica serves its own clients while Redis is away).
 

@@ -1,0 +1,642 @@
+//! `larder export` / `larder import`: a whole installation as one portable
+//! file, to move from the single-node SQLite default to PostgreSQL (or
+//! back) keeping list ids, sequences, logs, snapshots, accounts, sessions,
+//! memberships and links.
+//!
+//! The file is JSON Lines: a header `{"format":"larder-export","version":1,
+//! ...}`, then per table a line `{"table":..,"columns":[..]}` followed by one
+//! line per row, `{"row":[..]}`, values in column order: UUIDs and times as
+//! strings (RFC 3339), integers as numbers, bytes as base64, JSON as JSON.
+//! Both schemas have the same tables and columns ([`TABLES`]), so a row
+//! read from one database is written to the other as it is. Rows are
+//! streamed: neither side holds more than one row in memory.
+
+use std::io::{BufRead, Write};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use serde_json::{Value, json};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::StoreError;
+use crate::database::{Database, Pools};
+
+/// The kind of a column, which says how it is read, written and bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Uuid,
+    Text,
+    /// PostgreSQL `integer`.
+    Int,
+    /// PostgreSQL `bigint`.
+    BigInt,
+    Time,
+    Bytes,
+    Json,
+}
+
+use Kind::{BigInt, Bytes, Int, Json, Text, Time};
+
+/// A table and its columns, in an order where every foreign key points to
+/// a table written before it.
+#[derive(Debug)]
+pub struct Table {
+    pub name: &'static str,
+    pub columns: &'static [(&'static str, Kind)],
+    /// `ORDER BY` of the export: rows a row of the same table refers to
+    /// come first.
+    pub order: &'static str,
+}
+
+const U: Kind = Kind::Uuid;
+
+/// Every table of the schema.
+pub const TABLES: &[Table] = &[
+    Table {
+        name: "users",
+        columns: &[
+            ("id", U),
+            ("email", Text),
+            ("display_name", Text),
+            ("password_hash", Text),
+            ("created_at", Time),
+            ("updated_at", Time),
+            ("deleted_at", Time),
+        ],
+        order: "id",
+    },
+    Table {
+        name: "refresh_tokens",
+        // A token points to its successor, which is newer (ids are UUIDv7).
+        columns: &[
+            ("id", U),
+            ("user_id", U),
+            ("chain_id", U),
+            ("token_hash", Text),
+            ("replaced_by", U),
+            ("expires_at", Time),
+            ("revoked_at", Time),
+            ("created_at", Time),
+            ("updated_at", Time),
+        ],
+        order: "id DESC",
+    },
+    Table {
+        name: "families",
+        columns: &[
+            ("id", U),
+            ("name", Text),
+            ("created_by", U),
+            ("created_at", Time),
+            ("updated_at", Time),
+            ("deleted_at", Time),
+        ],
+        order: "id",
+    },
+    Table {
+        name: "family_memberships",
+        columns: &[
+            ("family_id", U),
+            ("user_id", U),
+            ("role", Text),
+            ("created_at", Time),
+            ("updated_at", Time),
+        ],
+        order: "family_id, user_id",
+    },
+    Table {
+        name: "invitations",
+        columns: &[
+            ("id", U),
+            ("family_id", U),
+            ("code_hash", Text),
+            ("role", Text),
+            ("invited_by", U),
+            ("expires_at", Time),
+            ("accepted_by", U),
+            ("accepted_at", Time),
+            ("revoked_at", Time),
+            ("created_at", Time),
+            ("updated_at", Time),
+        ],
+        order: "id",
+    },
+    Table {
+        name: "grocery_lists",
+        columns: &[
+            ("id", U),
+            ("family_id", U),
+            ("created_by", U),
+            ("name", Text),
+            ("status", Text),
+            ("item_count", Int),
+            ("needed_count", Int),
+            ("in_cart_count", Int),
+            ("purchased_count", Int),
+            ("head_seq", BigInt),
+            ("projected_seq", BigInt),
+            ("snapshot_seq", BigInt),
+            ("compaction_lease_until", Time),
+            ("created_at", Time),
+            ("updated_at", Time),
+            ("deleted_at", Time),
+        ],
+        order: "id",
+    },
+    Table {
+        name: "doc_snapshots",
+        columns: &[
+            ("list_id", U),
+            ("up_to_seq", BigInt),
+            ("state_v1", Bytes),
+            ("created_at", Time),
+            ("updated_at", Time),
+        ],
+        order: "list_id, up_to_seq",
+    },
+    Table {
+        name: "doc_updates",
+        columns: &[
+            ("list_id", U),
+            ("seq", BigInt),
+            ("update_v1", Bytes),
+            ("origin", Text),
+            ("user_id", U),
+            ("created_at", Time),
+        ],
+        order: "list_id, seq",
+    },
+    Table {
+        name: "vendors",
+        columns: &[
+            ("id", U),
+            ("family_id", U),
+            ("name", Text),
+            ("whatsapp_number", Text),
+            ("created_by", U),
+            ("created_at", Time),
+            ("updated_at", Time),
+            ("deleted_at", Time),
+        ],
+        order: "id",
+    },
+    Table {
+        name: "list_items",
+        columns: &[
+            ("list_id", U),
+            ("item_id", U),
+            ("name", Text),
+            ("quantity", Text),
+            ("status", Text),
+            ("category", Text),
+            ("note", Text),
+            ("assignee", Text),
+            ("position", Text),
+            ("added_by", Text),
+            ("added_at", Time),
+            ("projected_seq", BigInt),
+            ("created_at", Time),
+            ("updated_at", Time),
+        ],
+        order: "list_id, item_id",
+    },
+    Table {
+        name: "orders",
+        columns: &[
+            ("id", U),
+            ("list_id", U),
+            ("vendor_id", U),
+            ("status", Text),
+            ("placed_by", Text),
+            ("placed_at", Time),
+            ("note", Text),
+            ("projected_seq", BigInt),
+            ("created_at", Time),
+            ("updated_at", Time),
+        ],
+        order: "id",
+    },
+    Table {
+        name: "order_items",
+        columns: &[
+            ("order_id", U),
+            ("line_no", Int),
+            ("item_id", U),
+            ("name", Text),
+            ("quantity", Text),
+            ("created_at", Time),
+            ("updated_at", Time),
+        ],
+        order: "order_id, line_no",
+    },
+    Table {
+        name: "vendor_shares",
+        columns: &[
+            ("id", U),
+            ("list_id", U),
+            ("vendor_id", U),
+            ("shared_by", U),
+            ("snapshot_seq", BigInt),
+            ("status", Text),
+            ("rendered_text", Text),
+            ("error_code", Int),
+            ("error_message", Text),
+            ("created_at", Time),
+            ("updated_at", Time),
+        ],
+        order: "id",
+    },
+    Table {
+        name: "share_messages",
+        columns: &[
+            ("id", U),
+            ("share_id", U),
+            ("wamid", Text),
+            ("kind", Text),
+            ("status", Text),
+            ("status_at", Time),
+            ("error_code", Int),
+            ("error_title", Text),
+            ("created_at", Time),
+            ("updated_at", Time),
+        ],
+        order: "id",
+    },
+    Table {
+        name: "outbox_jobs",
+        columns: &[
+            ("id", U),
+            ("kind", Text),
+            ("dedupe_key", Text),
+            ("payload", Json),
+            ("status", Text),
+            ("attempts", Int),
+            ("run_after", Time),
+            ("locked_until", Time),
+            ("last_error", Text),
+            ("created_at", Time),
+            ("updated_at", Time),
+        ],
+        order: "id",
+    },
+    Table {
+        name: "idempotency_keys",
+        columns: &[
+            ("user_id", U),
+            ("key", Text),
+            ("request_method", Text),
+            ("request_path", Text),
+            ("request_hash", Text),
+            ("response_status", Int),
+            ("response_body", Json),
+            ("expires_at", Time),
+            ("created_at", Time),
+            ("updated_at", Time),
+        ],
+        order: "user_id, key",
+    },
+    Table {
+        name: "read_only_tokens",
+        columns: &[
+            ("id", U),
+            ("list_id", U),
+            ("created_by", U),
+            ("expires_at", Time),
+            ("revoked_at", Time),
+            ("created_at", Time),
+            ("updated_at", Time),
+        ],
+        order: "id",
+    },
+];
+
+const FORMAT: &str = "larder-export";
+const VERSION: u64 = 1;
+
+/// What an export or import moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Rows per table, in [`TABLES`] order.
+    pub rows: Vec<(&'static str, u64)>,
+}
+
+impl Moved {
+    pub fn total(&self) -> u64 {
+        self.rows.iter().map(|(_, n)| n).sum()
+    }
+}
+
+fn select_sql(table: &Table) -> String {
+    let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
+    format!(
+        "SELECT {} FROM {} ORDER BY {}",
+        columns.join(", "),
+        table.name,
+        table.order
+    )
+}
+
+fn insert_sql(table: &Table, postgres: bool) -> String {
+    let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
+    let values: Vec<String> = table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, (_, kind))| match (kind, postgres) {
+            (Json, true) => format!("${}::jsonb", i + 1),
+            _ => format!("${}", i + 1),
+        })
+        .collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        table.name,
+        columns.join(", "),
+        values.join(", ")
+    )
+}
+
+fn broken(what: String) -> StoreError {
+    StoreError::Open(what)
+}
+
+/// Reads column `i` of `row` as a portable JSON value.
+macro_rules! read_value {
+    ($row:expr, $i:expr, $kind:expr) => {{
+        let row = $row;
+        let i = $i;
+        Ok::<Value, sqlx::Error>(match $kind {
+            Kind::Uuid => json!(row.try_get::<Option<Uuid>, _>(i)?.map(|u| u.to_string())),
+            Kind::Text => json!(row.try_get::<Option<String>, _>(i)?),
+            Kind::Int => json!(row.try_get::<Option<i32>, _>(i)?),
+            Kind::BigInt => json!(row.try_get::<Option<i64>, _>(i)?),
+            Kind::Time => json!(
+                row.try_get::<Option<DateTime<Utc>>, _>(i)?
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            ),
+            Kind::Bytes => json!(
+                row.try_get::<Option<Vec<u8>>, _>(i)?
+                    .map(|b| BASE64.encode(b))
+            ),
+            Kind::Json => row.try_get::<Option<Value>, _>(i)?.unwrap_or(Value::Null),
+        })
+    }};
+}
+
+/// Writes every table of `db` to `out`.
+pub async fn export(db: &Database, out: &mut impl Write) -> Result<Moved, StoreError> {
+    let io = |e: std::io::Error| broken(format!("cannot write the export: {e}"));
+    let header = json!({
+        "format": FORMAT,
+        "version": VERSION,
+        "source": format!("{:?}", db.backend).to_lowercase(),
+        "exported_at": Utc::now().to_rfc3339(),
+    });
+    writeln!(out, "{header}").map_err(io)?;
+    let mut moved = Moved::default();
+    for table in TABLES {
+        let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
+        writeln!(out, "{}", json!({"table": table.name, "columns": columns})).map_err(io)?;
+        let sql = select_sql(table);
+        let mut count = 0u64;
+        // One consistent view per table is enough: the server is stopped
+        // while an installation moves.
+        match &db.pools {
+            Pools::Postgres(pool) => {
+                let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(pool);
+                while let Some(row) = rows.try_next().await? {
+                    let values = table
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, kind))| read_value!(&row, i, *kind))
+                        .collect::<Result<Vec<Value>, _>>()?;
+                    writeln!(out, "{}", json!({ "row": values })).map_err(io)?;
+                    count += 1;
+                }
+            }
+            Pools::Sqlite(sqlite) => {
+                let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(sqlite.readers());
+                while let Some(row) = rows.try_next().await? {
+                    let values = table
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (_, kind))| read_value!(&row, i, *kind))
+                        .collect::<Result<Vec<Value>, _>>()?;
+                    writeln!(out, "{}", json!({ "row": values })).map_err(io)?;
+                    count += 1;
+                }
+            }
+        }
+        moved.rows.push((table.name, count));
+    }
+    out.flush().map_err(io)?;
+    Ok(moved)
+}
+
+/// One value of the file, checked against its column's kind.
+#[derive(Debug)]
+enum Typed {
+    Uuid(Option<Uuid>),
+    Text(Option<String>),
+    Int(Option<i32>),
+    BigInt(Option<i64>),
+    Time(Option<DateTime<Utc>>),
+    Bytes(Option<Vec<u8>>),
+    Json(Option<Value>),
+}
+
+fn typed(value: Value, kind: Kind) -> Result<Typed, String> {
+    if value.is_null() {
+        return Ok(match kind {
+            Kind::Uuid => Typed::Uuid(None),
+            Kind::Text => Typed::Text(None),
+            Kind::Int => Typed::Int(None),
+            Kind::BigInt => Typed::BigInt(None),
+            Kind::Time => Typed::Time(None),
+            Kind::Bytes => Typed::Bytes(None),
+            Kind::Json => Typed::Json(None),
+        });
+    }
+    let text = || {
+        value
+            .as_str()
+            .ok_or_else(|| format!("expected a string, got {value}"))
+    };
+    Ok(match kind {
+        Kind::Uuid => Typed::Uuid(Some(text()?.parse().map_err(|e| format!("bad UUID: {e}"))?)),
+        Kind::Text => Typed::Text(Some(text()?.to_owned())),
+        Kind::Int => Typed::Int(Some(
+            value
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .ok_or_else(|| format!("expected a 32-bit integer, got {value}"))?,
+        )),
+        Kind::BigInt => Typed::BigInt(Some(
+            value
+                .as_i64()
+                .ok_or_else(|| format!("expected an integer, got {value}"))?,
+        )),
+        Kind::Time => Typed::Time(Some(
+            DateTime::parse_from_rfc3339(text()?)
+                .map_err(|e| format!("bad time: {e}"))?
+                .with_timezone(&Utc),
+        )),
+        Kind::Bytes => Typed::Bytes(Some(
+            BASE64
+                .decode(text()?)
+                .map_err(|e| format!("bad base64: {e}"))?,
+        )),
+        Kind::Json => Typed::Json(Some(value)),
+    })
+}
+
+macro_rules! bind_all {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                Typed::Uuid(v) => query.bind(v),
+                Typed::Text(v) => query.bind(v),
+                Typed::Int(v) => query.bind(v),
+                Typed::BigInt(v) => query.bind(v),
+                Typed::Time(v) => query.bind(v),
+                Typed::Bytes(v) => query.bind(v),
+                Typed::Json(v) => query.bind(v),
+            };
+        }
+        query
+    }};
+}
+
+/// Loads an export into `db`, which must hold no accounts and no lists, in
+/// one transaction: on any error nothing is written.
+pub async fn import(db: &Database, input: impl BufRead) -> Result<Moved, StoreError> {
+    let mut lines = input.lines().enumerate();
+    let mut next = |what: &str| -> Result<Option<(usize, Value)>, StoreError> {
+        match lines.next() {
+            None => Ok(None),
+            Some((n, line)) => {
+                let line = line.map_err(|e| broken(format!("cannot read the export: {e}")))?;
+                let value = serde_json::from_str(&line).map_err(|e| {
+                    broken(format!(
+                        "line {}: not a line of an export ({what}): {e}",
+                        n + 1
+                    ))
+                })?;
+                Ok(Some((n + 1, value)))
+            }
+        }
+    };
+    let header = next("the header")?.ok_or_else(|| broken("the export is empty".into()))?;
+    if header.1["format"] != FORMAT || header.1["version"] != VERSION {
+        return Err(broken(format!(
+            "not a Larder export of version {VERSION}: {}",
+            header.1
+        )));
+    }
+
+    let mut pg_tx = None;
+    let mut sqlite_tx = None;
+    match &db.pools {
+        Pools::Postgres(pool) => pg_tx = Some(pool.begin().await?),
+        Pools::Sqlite(sqlite) => sqlite_tx = Some(sqlite.write().await?),
+    }
+    let (users, lists): (i64, i64) = {
+        let sql = "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM grocery_lists)";
+        match (&mut pg_tx, &mut sqlite_tx) {
+            (Some(tx), _) => sqlx::query_as(sql).fetch_one(&mut **tx).await?,
+            (_, Some(tx)) => sqlx::query_as(sql).fetch_one(&mut **tx).await?,
+            _ => unreachable!("one transaction is open"),
+        }
+    };
+    if users > 0 || lists > 0 {
+        return Err(broken(format!(
+            "the target database is not empty ({users} accounts, {lists} lists): import into a new database"
+        )));
+    }
+
+    let mut moved = Moved::default();
+    let mut table: Option<(&Table, String, u64)> = None;
+    while let Some((n, line)) = next("a row")? {
+        if let Some(name) = line.get("table").and_then(Value::as_str) {
+            let Some(known) = TABLES.iter().find(|t| t.name == name) else {
+                return Err(broken(format!("line {n}: unknown table {name:?}")));
+            };
+            let columns: Vec<&str> = known.columns.iter().map(|(c, _)| *c).collect();
+            if line["columns"] != json!(columns) {
+                return Err(broken(format!(
+                    "line {n}: the columns of {name} differ from this version's: {}",
+                    line["columns"]
+                )));
+            }
+            if let Some((done, _, count)) = table.take() {
+                moved.rows.push((done.name, count));
+            }
+            let sql = insert_sql(known, pg_tx.is_some());
+            table = Some((known, sql, 0));
+            continue;
+        }
+        let Some((current, sql, count)) = table.as_mut() else {
+            return Err(broken(format!("line {n}: a row before any table")));
+        };
+        let Some(Value::Array(values)) = line.get("row").cloned() else {
+            return Err(broken(format!("line {n}: expected {{\"row\": [...]}}")));
+        };
+        if values.len() != current.columns.len() {
+            return Err(broken(format!(
+                "line {n}: {} values for the {} columns of {}",
+                values.len(),
+                current.columns.len(),
+                current.name
+            )));
+        }
+        let values = values
+            .into_iter()
+            .zip(current.columns)
+            .map(|(v, (column, kind))| {
+                typed(v, *kind)
+                    .map_err(|e| broken(format!("line {n}, {}.{column}: {e}", current.name)))
+            })
+            .collect::<Result<Vec<Typed>, _>>()?;
+        let sql = sqlx::AssertSqlSafe(sql.clone());
+        let written = match (&mut pg_tx, &mut sqlite_tx) {
+            (Some(tx), _) => bind_all!(sqlx::query(sql), values)
+                .execute(&mut **tx)
+                .await
+                .map(|_| ()),
+            (_, Some(tx)) => bind_all!(sqlx::query(sql), values)
+                .execute(&mut **tx)
+                .await
+                .map(|_| ()),
+            _ => unreachable!("one transaction is open"),
+        };
+        written.map_err(|e| {
+            broken(format!(
+                "line {n}: cannot write a row of {}: {e}",
+                current.name
+            ))
+        })?;
+        *count += 1;
+    }
+    if let Some((done, _, count)) = table.take() {
+        moved.rows.push((done.name, count));
+    }
+    // Compaction leases do not move with the data.
+    let clear = "UPDATE grocery_lists SET compaction_lease_until = NULL";
+    match (pg_tx, sqlite_tx) {
+        (Some(mut tx), _) => {
+            sqlx::query(clear).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+        (_, Some(mut tx)) => {
+            sqlx::query(clear).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+        _ => unreachable!("one transaction is open"),
+    }
+    Ok(moved)
+}
