@@ -12,6 +12,7 @@ matters, PostgreSQL's committed transactions (pg_stat_database).
 
 Scenarios (DESIGN.md §14, issue "Load generator and performance"):
   fanout    50 lists x 4 clients x 5 edits/s for 20 s, one replica
+  fanout-sqlite  the same on the single-node default (SQLite, no Redis)
   cross     the same over two replicas relaying through Redis
   ramp      raise the rate over two replicas until p99 > 100 ms or a loss
   idle      5,000 idle connections over 1,000 lists (and 1,000 over 1,000,
@@ -32,6 +33,7 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -87,10 +89,14 @@ def free_port():
 
 
 class Server:
-    def __init__(self, redis=False):
+    def __init__(self, redis=False, sqlite=False):
         self.port = free_port()
         env = dict(os.environ, **SERVER_ENV)
         env["DATABASE_URL"] = f"{PG}/{DB}"
+        if sqlite:
+            # The single-node default: one SQLite file, relay in process.
+            self.folder = tempfile.TemporaryDirectory(prefix="larder-bench-")
+            env["DATABASE_URL"] = f"sqlite://{self.folder.name}/larder.db"
         env["LARDER_LISTEN"] = f"127.0.0.1:{self.port}"
         env.pop("REDIS_URL", None)
         if redis:
@@ -229,6 +235,11 @@ def fanout():
     return run_load(lambda: [Server()], FIXED)
 
 
+def fanout_sqlite():
+    """fanout on the single-node default (SQLite file, in-process relay)."""
+    return run_load(lambda: [Server(sqlite=True)], FIXED, database=False)
+
+
 def fanout_ywebsocket():
     """fanout against the y-websocket reference server, for comparison."""
     return run_load(lambda: [YWebsocketServer()], FIXED, database=False)
@@ -318,6 +329,7 @@ def coldload():
 
 SCENARIOS = {
     "fanout": fanout,
+    "fanout-sqlite": fanout_sqlite,
     "cross": cross,
     "ramp": ramp,
     "idle": idle,

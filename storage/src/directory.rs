@@ -11,6 +11,8 @@
 //! concurrent) request with the same key either replays the stored response
 //! or waits for the first to commit and then replays it; never a second row.
 
+pub(crate) mod flow;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;

@@ -87,7 +87,7 @@ impl Config {
     pub fn with_database_url(url: &str) -> Config {
         let mut config =
             Config::try_parse_from_args(std::iter::empty::<String>()).expect("defaults parse");
-        config.database.database_url = url.to_owned();
+        config.database.database_url = Some(url.to_owned());
         config
     }
 
@@ -121,7 +121,7 @@ impl Config {
              refresh_grace_secs={} read_only_link_max_hours={} auth_per_minute={} login_per_minute={} writes_per_minute={} trust_forwarded_for={} \
              projection_debounce_ms={} projection_max_delay_ms={} projection_scan_ms={}",
             self.listen,
-            redact_url(&self.database.database_url),
+            redact_url(&self.database.url()),
             self.database.db_max_connections,
             self.limits.max_message_bytes,
             self.limits.max_doc_bytes,
@@ -161,7 +161,7 @@ impl Config {
             } else {
                 "dev secret from the data directory"
             },
-            self.auth.data_dir.display(),
+            self.database.data_dir.display(),
             self.auth.access_token_ttl_secs,
             self.auth.refresh_token_ttl_days,
             self.auth.invitation_ttl_hours,
@@ -186,18 +186,30 @@ pub struct DatabaseConfig {
     /// (one process; the file and its folder are created on first start),
     /// `postgres://USER@HOST/DATABASE` in PostgreSQL (replicas; the database
     /// is created if it does not exist).
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://larder-data/larder.db",
-        hide_env_values = true
-    )]
-    pub database_url: String,
+    /// Unset: `sqlite://DATA_DIR/larder.db`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Folder for local state: the single-node database (unless
+    /// `DATABASE_URL` names another) and the generated token secret.
+    #[arg(long, env = "LARDER_DATA_DIR", default_value = "./larder-data")]
+    pub data_dir: std::path::PathBuf,
 
     /// Most connections this process opens to PostgreSQL (with SQLite: read
     /// connections, at most 8, beside the one writer).
     #[arg(long, env = "LARDER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+}
+
+impl DatabaseConfig {
+    /// The database URL in effect: `DATABASE_URL`, else the SQLite file in
+    /// the data folder.
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("larder.db").display()),
+        }
+    }
 }
 
 /// Limits that protect the server from any one client.
@@ -443,10 +455,6 @@ pub struct AuthConfig {
     #[arg(long, env = "LARDER_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
-    /// Directory for local state (the generated development secret).
-    #[arg(long, env = "LARDER_DATA_DIR", default_value = "./larder-data")]
-    pub data_dir: std::path::PathBuf,
-
     /// Lifetime of access tokens; a socket open when its token expires is
     /// closed with 4440 so the client refreshes and reconnects.
     #[arg(long, env = "LARDER_ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
@@ -524,6 +532,17 @@ pub use larder_storage::database::redact as redact_url;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_defaults_to_a_file_in_the_data_folder() {
+        let config = Config::try_parse_from_args(["--data-dir", "/srv/larder"]).expect("parse");
+        if std::env::var_os("DATABASE_URL").is_none() {
+            assert_eq!(config.database.url(), "sqlite:///srv/larder/larder.db");
+        }
+        let config =
+            Config::try_parse_from_args(["--database-url", "postgres://u@h/db"]).expect("parse");
+        assert_eq!(config.database.url(), "postgres://u@h/db");
+    }
 
     #[test]
     fn passwords_never_reach_the_log() {

@@ -45,7 +45,7 @@ pub use config::Config;
 pub async fn open_database(
     config: &config::DatabaseConfig,
 ) -> anyhow::Result<larder_storage::Database> {
-    Ok(larder_storage::Database::open(&config.database_url, config.db_max_connections).await?)
+    Ok(larder_storage::Database::open(&config.url(), config.db_max_connections).await?)
 }
 
 /// Deletes expired idempotency keys every hour (a retry after 24 h is a new
@@ -103,7 +103,7 @@ pub async fn run_with_relay(
 ) -> anyhow::Result<()> {
     let tokens = Arc::new(auth::tokens::TokenKeys::load(
         config.auth.jwt_secret.as_deref(),
-        &config.auth.data_dir,
+        &config.database.data_dir,
     )?);
     let limiter = ratelimit::RateLimiter::new(config.relay.redis_url.as_deref())
         .context("invalid REDIS_URL")?;

@@ -4,6 +4,7 @@
 pub mod directory;
 mod links;
 pub mod projection;
+mod write_tx;
 
 pub use directory::PgDirectory;
 pub use projection::PgProjections;

@@ -16,6 +16,7 @@
 pub mod directory;
 mod links;
 pub mod projection;
+mod write_tx;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
