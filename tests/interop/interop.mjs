@@ -8,6 +8,7 @@
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
+import { randomUUID } from 'node:crypto'
 
 const [serverA, listId, serverB = serverA] = process.argv.slice(2)
 if (!serverA || !listId) {
@@ -52,7 +53,8 @@ function addItem (c, id, name) {
   })
 }
 
-const uuid = () => crypto.randomUUID()
+// node:crypto, not the global `crypto`: Node 18 (Debian 12's) has no global.
+const uuid = () => randomUUID()
 const itemsJson = (c) => c.items.toJSON()
 
 async function converge (a, b, what) {
