@@ -314,6 +314,15 @@ pub const TABLES: &[Table] = &[
 ];
 
 const FORMAT: &str = "larder-export";
+
+/// The longest line an import reads: a list's state is at most 16 MiB,
+/// which base64 and JSON make about 22 MiB.
+const MAX_LINE_BYTES: u64 = 64 << 20;
+
+/// `grocery_lists.compaction_lease_until` and `refresh_tokens.replaced_by`
+/// in [`TABLES`].
+const LEASE_COLUMN: usize = 12;
+const SUCCESSOR_COLUMN: usize = 4;
 const VERSION: u64 = 1;
 
 /// What an export or import moved.
@@ -395,17 +404,29 @@ pub async fn export(db: &Database, out: &mut impl Write) -> Result<Moved, StoreE
         "exported_at": Utc::now().to_rfc3339(),
     });
     writeln!(out, "{header}").map_err(io)?;
+    // Every table is read in one read-only transaction, so the file is one
+    // consistent state even if a server still writes (a compaction folding
+    // a log between two tables would otherwise lose updates).
+    let (mut pg_tx, mut sqlite_tx) = (None, None);
+    match &db.pools {
+        Pools::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+            pg_tx = Some(tx);
+        }
+        Pools::Sqlite(sqlite) => sqlite_tx = Some(sqlite.readers().begin().await?),
+    }
     let mut moved = Moved::default();
     for table in TABLES {
         let columns: Vec<&str> = table.columns.iter().map(|(c, _)| *c).collect();
         writeln!(out, "{}", json!({"table": table.name, "columns": columns})).map_err(io)?;
         let sql = select_sql(table);
         let mut count = 0u64;
-        // One consistent view per table is enough: the server is stopped
-        // while an installation moves.
-        match &db.pools {
-            Pools::Postgres(pool) => {
-                let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(pool);
+        match (&mut pg_tx, &mut sqlite_tx) {
+            (Some(tx), _) => {
+                let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(&mut **tx);
                 while let Some(row) = rows.try_next().await? {
                     let values = table
                         .columns
@@ -417,8 +438,8 @@ pub async fn export(db: &Database, out: &mut impl Write) -> Result<Moved, StoreE
                     count += 1;
                 }
             }
-            Pools::Sqlite(sqlite) => {
-                let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(sqlite.readers());
+            (_, Some(tx)) => {
+                let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch(&mut **tx);
                 while let Some(row) = rows.try_next().await? {
                     let values = table
                         .columns
@@ -430,11 +451,38 @@ pub async fn export(db: &Database, out: &mut impl Write) -> Result<Moved, StoreE
                     count += 1;
                 }
             }
+            _ => unreachable!("one transaction is open"),
         }
         moved.rows.push((table.name, count));
     }
+    if let Some(tx) = pg_tx {
+        tx.commit().await?;
+    }
+    if let Some(tx) = sqlite_tx {
+        tx.commit().await?;
+    }
     out.flush().map_err(io)?;
     Ok(moved)
+}
+
+/// The next line without its newline, `None` at the end; a line longer
+/// than [`MAX_LINE_BYTES`] is refused before it is all read.
+fn read_line(input: &mut impl BufRead, number: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut line = Vec::new();
+    std::io::Read::take(&mut *input, MAX_LINE_BYTES + 1)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| broken(format!("cannot read the export: {e}")))?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() as u64 > MAX_LINE_BYTES {
+        return Err(broken(format!(
+            "line {number} is longer than {MAX_LINE_BYTES} bytes: not an export"
+        )));
+    }
+    Ok(Some(line))
 }
 
 /// One value of the file, checked against its column's kind.
@@ -514,22 +562,19 @@ macro_rules! bind_all {
 
 /// Loads an export into `db`, which must hold no accounts and no lists, in
 /// one transaction: on any error nothing is written.
-pub async fn import(db: &Database, input: impl BufRead) -> Result<Moved, StoreError> {
-    let mut lines = input.lines().enumerate();
+pub async fn import(db: &Database, mut input: impl BufRead) -> Result<Moved, StoreError> {
+    let mut number = 0usize;
     let mut next = |what: &str| -> Result<Option<(usize, Value)>, StoreError> {
-        match lines.next() {
-            None => Ok(None),
-            Some((n, line)) => {
-                let line = line.map_err(|e| broken(format!("cannot read the export: {e}")))?;
-                let value = serde_json::from_str(&line).map_err(|e| {
-                    broken(format!(
-                        "line {}: not a line of an export ({what}): {e}",
-                        n + 1
-                    ))
-                })?;
-                Ok(Some((n + 1, value)))
-            }
-        }
+        number += 1;
+        let Some(line) = read_line(&mut input, number)? else {
+            return Ok(None);
+        };
+        let value = serde_json::from_slice(&line).map_err(|e| {
+            broken(format!(
+                "line {number}: not a line of an export ({what}): {e}"
+            ))
+        })?;
+        Ok(Some((number, value)))
     };
     let header = next("the header")?.ok_or_else(|| broken("the export is empty".into()))?;
     if header.1["format"] != FORMAT || header.1["version"] != VERSION {
@@ -560,6 +605,7 @@ pub async fn import(db: &Database, input: impl BufRead) -> Result<Moved, StoreEr
     }
 
     let mut moved = Moved::default();
+    let mut successors: Vec<(Uuid, Uuid)> = Vec::new();
     let mut table: Option<(&Table, String, u64)> = None;
     while let Some((n, line)) = next("a row")? {
         if let Some(name) = line.get("table").and_then(Value::as_str) {
@@ -594,7 +640,7 @@ pub async fn import(db: &Database, input: impl BufRead) -> Result<Moved, StoreEr
                 current.name
             )));
         }
-        let values = values
+        let mut values = values
             .into_iter()
             .zip(current.columns)
             .map(|(v, (column, kind))| {
@@ -602,6 +648,20 @@ pub async fn import(db: &Database, input: impl BufRead) -> Result<Moved, StoreEr
                     .map_err(|e| broken(format!("line {n}, {}.{column}: {e}", current.name)))
             })
             .collect::<Result<Vec<Typed>, _>>()?;
+        match current.name {
+            // Compaction leases do not move with the data.
+            "grocery_lists" => values[LEASE_COLUMN] = Typed::Time(None),
+            // The successor may come later in the file: linked at the end.
+            "refresh_tokens" => {
+                if let (Typed::Uuid(Some(id)), Typed::Uuid(Some(successor))) =
+                    (&values[0], &values[SUCCESSOR_COLUMN])
+                {
+                    successors.push((*id, *successor));
+                }
+                values[SUCCESSOR_COLUMN] = Typed::Uuid(None);
+            }
+            _ => {}
+        }
         let sql = sqlx::AssertSqlSafe(sql.clone());
         let written = match (&mut pg_tx, &mut sqlite_tx) {
             (Some(tx), _) => bind_all!(sqlx::query(sql), values)
@@ -625,18 +685,75 @@ pub async fn import(db: &Database, input: impl BufRead) -> Result<Moved, StoreEr
     if let Some((done, _, count)) = table.take() {
         moved.rows.push((done.name, count));
     }
-    // Compaction leases do not move with the data.
-    let clear = "UPDATE grocery_lists SET compaction_lease_until = NULL";
-    match (pg_tx, sqlite_tx) {
+    // What the server relies on: a list's log never passes its head.
+    let link = "UPDATE refresh_tokens SET replaced_by = $2 WHERE id = $1";
+    let broken_heads = "SELECT count(*) FROM grocery_lists g WHERE g.head_seq < \
+         COALESCE((SELECT max(u.seq) FROM doc_updates u WHERE u.list_id = g.id), 0)";
+    let behind: i64 = match (pg_tx, sqlite_tx) {
         (Some(mut tx), _) => {
-            sqlx::query(clear).execute(&mut *tx).await?;
-            tx.commit().await?;
+            for (id, successor) in &successors {
+                sqlx::query(link)
+                    .bind(id)
+                    .bind(successor)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let behind = sqlx::query_scalar(broken_heads).fetch_one(&mut *tx).await?;
+            if behind == 0 {
+                tx.commit().await?;
+            }
+            behind
         }
         (_, Some(mut tx)) => {
-            sqlx::query(clear).execute(&mut *tx).await?;
-            tx.commit().await?;
+            for (id, successor) in &successors {
+                sqlx::query(link)
+                    .bind(id)
+                    .bind(successor)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let behind = sqlx::query_scalar(broken_heads).fetch_one(&mut *tx).await?;
+            if behind == 0 {
+                tx.commit().await?;
+            }
+            behind
         }
         _ => unreachable!("one transaction is open"),
+    };
+    if behind > 0 {
+        return Err(broken(format!(
+            "{behind} lists have updates past their head_seq: the file is damaged, nothing was imported"
+        )));
     }
     Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_columns_import_rewrites_are_the_ones_named() {
+        let table = |name: &str| TABLES.iter().find(|t| t.name == name).expect("table");
+        assert_eq!(
+            table("grocery_lists").columns[LEASE_COLUMN].0,
+            "compaction_lease_until"
+        );
+        assert_eq!(
+            table("refresh_tokens").columns[SUCCESSOR_COLUMN].0,
+            "replaced_by"
+        );
+        assert_eq!(table("refresh_tokens").columns[0].0, "id");
+    }
+
+    #[test]
+    fn a_line_longer_than_the_limit_is_refused_before_it_is_read_whole() {
+        let long = vec![b'x'; (MAX_LINE_BYTES + 10) as usize];
+        let err = read_line(&mut long.as_slice(), 3).unwrap_err().to_string();
+        assert!(err.contains("line 3 is longer"), "{err}");
+        let mut two = b"{\"a\":1}\n{\"b\":2}".as_slice();
+        assert_eq!(read_line(&mut two, 1).unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(read_line(&mut two, 2).unwrap().unwrap(), b"{\"b\":2}");
+        assert!(read_line(&mut two, 3).unwrap().is_none());
+    }
 }

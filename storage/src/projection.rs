@@ -200,15 +200,3 @@ impl std::ops::Deref for Projections {
         self.0.as_ref()
     }
 }
-
-/// The `LIKE` pattern matching names that contain `q`, case-insensitively
-/// (compared with `lower(name)`), with `\` escaping the wildcards.
-pub(crate) fn contains_pattern(q: &str) -> String {
-    format!(
-        "%{}%",
-        q.to_lowercase()
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_")
-    )
-}

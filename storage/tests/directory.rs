@@ -521,7 +521,7 @@ async fn projections_are_written_incrementally_and_read_back(db: TestDatabase) {
         status: "active".into(),
         items: vec![
             item(milk, "Oat Milk", "needed", "b"),
-            item(bread, "Bread", "in_cart", "a"),
+            item(bread, "Brötchen", "in_cart", "a"),
         ],
         orders: vec![ProjectedOrder {
             order_id: order,
@@ -548,7 +548,7 @@ async fn projections_are_written_incrementally_and_read_back(db: TestDatabase) {
     let items = p.items(list, &ItemFilter::default()).await.unwrap();
     assert_eq!(
         items.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
-        vec!["Bread", "Oat Milk"],
+        vec!["Brötchen", "Oat Milk"],
         "by position"
     );
     let needed = ItemFilter {
@@ -558,6 +558,8 @@ async fn projections_are_written_incrementally_and_read_back(db: TestDatabase) {
     assert_eq!(p.items(list, &needed).await.unwrap().len(), 1);
     let found = p.search_items(family, "MILK", None, 10).await.unwrap();
     assert_eq!(found.len(), 1);
+    let found = p.search_items(family, "BRÖT", None, 10).await.unwrap();
+    assert_eq!(found.len(), 1, "case folds beyond ASCII");
     assert!(
         p.search_items(family, "%", None, 10)
             .await

@@ -189,7 +189,7 @@ async fn an_installation_moves_to_the_other_backend_whole(source: TestDatabase) 
         larder_storage::Backend::Postgres => TestDatabase::postgres().await,
     };
     let empty = empty.open(1).await;
-    let mut damaged = String::from_utf8(file).unwrap();
+    let mut damaged = String::from_utf8(file.clone()).unwrap();
     damaged.push_str("{\"row\": [\"not enough\"]}\n");
     let refused = import(&empty, damaged.as_bytes())
         .await
@@ -204,6 +204,20 @@ async fn an_installation_moves_to_the_other_backend_whole(source: TestDatabase) 
             .unwrap()
             .is_none()
     );
+    // A log that passes its list's head would break every later append.
+    let original = String::from_utf8(file.clone()).unwrap();
+    let party = original
+        .lines()
+        .find(|l| l.contains(&lists[1].to_string()) && l.contains("\"Party\""))
+        .expect("the list's row")
+        .to_owned();
+    let behind = original.replacen(&party, &party.replacen(",0,1,0,0,", ",0,0,0,0,", 1), 1);
+    assert_ne!(behind, original, "the head was rewritten");
+    let refused = import(&empty, behind.as_bytes())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("past their head_seq"), "{refused}");
 }
 
 async fn every_table_of_the_schema_is_exported(db: TestDatabase) {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::directory::DirResult;
 use crate::projection::{
     ItemFilter, ItemRecord, OrderHead, OrderRecord, Projected, ProjectedOrder, ProjectedOrderItem,
-    Projection, ProjectionLag, ProjectionStore, contains_pattern,
+    Projection, ProjectionLag, ProjectionStore,
 };
 
 /// The projection in PostgreSQL.
@@ -395,4 +395,16 @@ async fn with_lines(pool: &PgPool, heads: Vec<OrderHead>) -> DirResult<Vec<Order
             projected_seq: h.projected_seq,
         })
         .collect())
+}
+
+/// The `LIKE` pattern matching names that contain `q`, case-insensitively
+/// (compared with `lower(name)`), with `\` escaping the wildcards.
+fn contains_pattern(q: &str) -> String {
+    format!(
+        "%{}%",
+        q.to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
 }

@@ -334,20 +334,24 @@ impl DirectoryStore for SqliteDirectory {
     async fn set_list_deleted(&self, id: Uuid, deleted: bool) -> DirResult<Option<ListRow>> {
         let query: &'static str = if deleted {
             concat!(
-                "UPDATE grocery_lists SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL RETURNING ",
+                "UPDATE grocery_lists SET deleted_at = $2, updated_at = $2 WHERE id = $1 AND deleted_at IS NULL RETURNING ",
                 list_columns!(),
                 ""
             )
         } else {
             concat!(
-                "UPDATE grocery_lists SET deleted_at = NULL WHERE id = $1 AND deleted_at IS NOT NULL RETURNING ",
+                "UPDATE grocery_lists SET deleted_at = NULL, updated_at = $2 WHERE id = $1 AND deleted_at IS NOT NULL RETURNING ",
                 list_columns!(),
                 ""
             )
         };
-        let query = sqlx::query_as::<_, ListRow>(query).bind(id);
-        let query = if deleted { query.bind(now()) } else { query };
-        query.fetch_optional(self.db.writer()).await
+        // updated_at is set here: RETURNING does not show what the AFTER
+        // UPDATE trigger writes.
+        sqlx::query_as::<_, ListRow>(query)
+            .bind(id)
+            .bind(now())
+            .fetch_optional(self.db.writer())
+            .await
     }
 
     async fn purge_idempotency_keys(&self) -> DirResult<u64> {

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
@@ -12,7 +13,7 @@ use super::{SqliteDb, now};
 use crate::directory::DirResult;
 use crate::projection::{
     ItemFilter, ItemRecord, OrderHead, OrderRecord, Projected, ProjectedItem, ProjectedOrder,
-    ProjectedOrderItem, Projection, ProjectionLag, ProjectionStore, contains_pattern,
+    ProjectedOrderItem, Projection, ProjectionLag, ProjectionStore,
 };
 
 /// The projection in SQLite.
@@ -322,22 +323,35 @@ impl ProjectionStore for SqliteProjections {
         after: Option<(Uuid, Uuid)>,
         limit: i64,
     ) -> DirResult<Vec<ItemRecord>> {
+        // SQLite's lower() and LIKE fold ASCII only ("Äpfel" would not
+        // match "äpfel"), so names are compared here, folded as Rust folds
+        // the query: the family's items stream in key order and the scan
+        // stops at `limit` matches.
+        let needle = q.to_lowercase();
+        let limit = usize::try_from(limit).unwrap_or(0);
         let (after_list, after_item) = after.unzip();
-        sqlx::query_as::<_, ItemRecord>(
+        let mut rows = sqlx::query_as::<_, ItemRecord>(
             "SELECT i.list_id, i.item_id, i.name, i.quantity, i.status, i.category, i.note, \
                  i.assignee, i.position, i.added_by, i.added_at, i.projected_seq \
              FROM list_items i JOIN grocery_lists l ON l.id = i.list_id \
-             WHERE l.family_id = $1 AND l.deleted_at IS NULL AND lower(i.name) LIKE $2 ESCAPE '\\' \
-             AND ($3 IS NULL OR (i.list_id, i.item_id) > ($3, $4)) \
-             ORDER BY i.list_id, i.item_id LIMIT $5",
+             WHERE l.family_id = $1 AND l.deleted_at IS NULL \
+             AND ($2 IS NULL OR (i.list_id, i.item_id) > ($2, $3)) \
+             ORDER BY i.list_id, i.item_id",
         )
         .bind(family_id)
-        .bind(contains_pattern(q))
         .bind(after_list)
         .bind(after_item)
-        .bind(limit)
-        .fetch_all(self.db.readers())
-        .await
+        .fetch(self.db.readers());
+        let mut found = Vec::new();
+        while found.len() < limit {
+            let Some(item) = rows.try_next().await? else {
+                break;
+            };
+            if item.name.to_lowercase().contains(&needle) {
+                found.push(item);
+            }
+        }
+        Ok(found)
     }
 
     async fn family_orders(

@@ -176,6 +176,12 @@ async fn signup(
         password,
         display_name,
     } = body.value;
+    // Kept lower-cased (all of Unicode, not only ASCII) so that both
+    // databases find and compare it the same way.
+    let email = email.to_lowercase();
+    if email.chars().count() > 254 {
+        return Err(ApiError::invalid("email must be at most 254 characters"));
+    }
     let hash = password::hash(password).await?;
     let user = state
         .directory
@@ -209,7 +215,7 @@ async fn login(
             state.config.rate_limits.login_per_minute,
         )
         .await?;
-    let user = state.directory.user_by_email(&email).await?;
+    let user = state.directory.user_by_email(&email.to_lowercase()).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     if !password::verify(password, stored).await? {
         metrics::counter!("larder_login_failures_total").increment(1);
