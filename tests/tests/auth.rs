@@ -1592,3 +1592,28 @@ async fn the_openapi_description_lists_every_route() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emails_match_in_any_case_beyond_ascii_on_every_database() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    let tag = Uuid::new_v4().simple().to_string();
+    let first = app
+        .signup_as(&format!("Émile.{tag}@Example.test"), "Émile")
+        .await
+        .expect("a new account");
+    assert!(
+        app.signup_as(&format!("éMILE.{tag}@example.TEST"), "Other")
+            .await
+            .is_none(),
+        "the same email in another case is taken"
+    );
+    let again = app.login(&format!("ÉMILE.{tag}@EXAMPLE.TEST")).await;
+    assert_eq!(again.user_id, first.user_id);
+    let (status, me) = app
+        .call("GET", "/v1/me", Some(&again.access_token), None)
+        .await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["user"]["email"], format!("émile.{tag}@example.test"));
+    app.stop().await;
+}
