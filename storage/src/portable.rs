@@ -6,7 +6,7 @@
 //! The file is JSON Lines: a header `{"format":"larder-export","version":1,
 //! ...}`, then per table a line `{"table":..,"columns":[..]}` followed by one
 //! line per row, `{"row":[..]}`, values in column order: UUIDs and times as
-//! strings (RFC 3339), integers as numbers, bytes as base64, JSON as JSON.
+//! strings (RFC 3339), integers as numbers, bytes as base64, JSON as its text.
 //! Both schemas have the same tables and columns ([`TABLES`]), so a row
 //! read from one database is written to the other as it is. Rows are
 //! streamed: neither side holds more than one row in memory.
@@ -104,7 +104,8 @@ macro_rules! read_value {
                 row.try_get::<Option<Vec<u8>>, _>(i)?
                     .map(|b| BASE64.encode(b))
             ),
-            Kind::Json => row.try_get::<Option<Value>, _>(i)?.unwrap_or(Value::Null),
+            // As its text: a JSON `null` stays apart from SQL NULL.
+            Kind::Json => json!(row.try_get::<Option<Value>, _>(i)?.map(|v| v.to_string())),
         })
     }};
 }
@@ -253,7 +254,9 @@ fn typed(value: Value, kind: Kind) -> Result<Typed, String> {
                 .decode(text()?)
                 .map_err(|e| format!("bad base64: {e}"))?,
         )),
-        Kind::Json => Typed::Json(Some(value)),
+        Kind::Json => Typed::Json(Some(
+            serde_json::from_str(text()?).map_err(|e| format!("bad JSON text: {e}"))?,
+        )),
     })
 }
 

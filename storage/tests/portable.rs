@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use chrono::Utc;
+use larder_storage::directory::{Created, IdempotencyRecord};
 use larder_storage::portable::{TABLES, export, import};
 use larder_storage::testing::TestDatabase;
 use larder_storage::{Database, NewUpdate, Snapshot};
@@ -16,6 +17,20 @@ on_both!(
     an_installation_moves_to_the_other_backend_whole,
     every_table_of_the_schema_is_exported
 );
+
+/// The key a client sent when creating the list `name`.
+fn idempotency_key(user_id: Uuid, name: &str) -> IdempotencyRecord {
+    IdempotencyRecord {
+        user_id,
+        key: format!("create-{name}"),
+        method: "POST".into(),
+        path: "/v1/families/f/lists".into(),
+        request_hash: name.into(),
+        response_status: 201,
+        response_body: format!(r#"{{"name":"{name}","tags":null}}"#),
+        expires_at: Utc::now() + chrono::Duration::hours(24),
+    }
+}
 
 async fn populate(db: &Database) -> (Uuid, Vec<Uuid>) {
     let d = &db.directory;
@@ -57,9 +72,19 @@ async fn populate(db: &Database) -> (Uuid, Vec<Uuid>) {
     let mut lists = Vec::new();
     for name in ["Weekly", "Party"] {
         let id = Uuid::now_v7();
-        d.create_list(id, family, name, ann.id, Utc::now(), b"first", "test", None)
-            .await
-            .unwrap();
+        let key = idempotency_key(ann.id, name);
+        d.create_list(
+            id,
+            family,
+            name,
+            ann.id,
+            Utc::now(),
+            b"first",
+            "test",
+            Some(&key),
+        )
+        .await
+        .unwrap();
         lists.push(id);
     }
     for i in 0..5u8 {
@@ -167,6 +192,25 @@ async fn an_installation_moves_to_the_other_backend_whole(source: TestDatabase) 
             .unwrap(),
         larder_storage::directory::Rotation::Rotated { .. }
     ));
+    // A retried request replays the response stored before the move.
+    let retried = to
+        .directory
+        .create_list(
+            Uuid::now_v7(),
+            family,
+            "Weekly",
+            ann.id,
+            Utc::now(),
+            b"again",
+            "test",
+            Some(&idempotency_key(ann.id, "Weekly")),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&retried, Created::Replay { status: 201, body } if body.replace(' ', "") == r#"{"name":"Weekly","tags":null}"#),
+        "{retried:?}"
+    );
     // Sequences go on from where they were.
     let next = to
         .store
