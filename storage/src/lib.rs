@@ -73,6 +73,16 @@ impl StoreError {
     }
 }
 
+/// A sequence number as stored (`bigint`, never negative) for the API.
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A sequence number for a `bigint` column.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 /// What a list's row says about its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListHead {

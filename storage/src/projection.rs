@@ -129,6 +129,24 @@ pub(crate) struct OrderHead {
     pub(crate) projected_seq: i64,
 }
 
+impl OrderHead {
+    /// The order with its lines.
+    pub(crate) fn with_items(self, items: Vec<ProjectedOrderItem>) -> OrderRecord {
+        OrderRecord {
+            items,
+            id: self.id,
+            list_id: self.list_id,
+            family_id: self.family_id,
+            vendor_id: self.vendor_id,
+            status: self.status,
+            placed_by: self.placed_by,
+            placed_at: self.placed_at,
+            note: self.note,
+            projected_seq: self.projected_seq,
+        }
+    }
+}
+
 /// Filters of a list's items; `None` matches everything.
 #[derive(Debug, Clone, Default)]
 pub struct ItemFilter {

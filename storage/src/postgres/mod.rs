@@ -18,7 +18,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
-use crate::{ListHead, NewUpdate, SeqRange, Snapshot, Store, StoreError, StoredDoc, StoredUpdate};
+use crate::{
+    ListHead, NewUpdate, SeqRange, Snapshot, Store, StoreError, StoredDoc, StoredUpdate, to_i64,
+    to_u64,
+};
 
 /// Migrations of `migrations/postgres`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -70,14 +73,6 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 #[async_trait]

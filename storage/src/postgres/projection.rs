@@ -382,17 +382,9 @@ async fn with_lines(pool: &PgPool, heads: Vec<OrderHead>) -> DirResult<Vec<Order
     }
     Ok(heads
         .into_iter()
-        .map(|h| OrderRecord {
-            items: by_order.remove(&h.id).unwrap_or_default(),
-            id: h.id,
-            list_id: h.list_id,
-            family_id: h.family_id,
-            vendor_id: h.vendor_id,
-            status: h.status,
-            placed_by: h.placed_by,
-            placed_at: h.placed_at,
-            note: h.note,
-            projected_seq: h.projected_seq,
+        .map(|h| {
+            let items = by_order.remove(&h.id).unwrap_or_default();
+            h.with_items(items)
         })
         .collect())
 }

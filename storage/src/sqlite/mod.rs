@@ -28,7 +28,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use uuid::Uuid;
 
-use crate::{ListHead, NewUpdate, SeqRange, Snapshot, Store, StoreError, StoredDoc, StoredUpdate};
+use crate::{
+    ListHead, NewUpdate, SeqRange, Snapshot, Store, StoreError, StoredDoc, StoredUpdate, to_i64,
+    to_u64,
+};
 
 pub use directory::SqliteDirectory;
 pub use projection::SqliteProjections;
@@ -141,14 +144,6 @@ impl SqliteDb {
 /// Now, as SQLite stores times (RFC 3339 text in UTC, which sorts as time does).
 pub(crate) fn now() -> DateTime<Utc> {
     Utc::now()
-}
-
-fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// The update log in SQLite.

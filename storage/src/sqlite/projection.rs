@@ -419,25 +419,18 @@ async fn with_lines(pool: &SqlitePool, heads: Vec<OrderHead>) -> DirResult<Vec<O
         .bind(h.id)
         .fetch_all(&mut *conn)
         .await?;
-        records.push(OrderRecord {
-            items: lines
-                .into_iter()
-                .map(|(item_id, name, quantity)| ProjectedOrderItem {
-                    item_id,
-                    name,
-                    quantity,
-                })
-                .collect(),
-            id: h.id,
-            list_id: h.list_id,
-            family_id: h.family_id,
-            vendor_id: h.vendor_id,
-            status: h.status,
-            placed_by: h.placed_by,
-            placed_at: h.placed_at,
-            note: h.note,
-            projected_seq: h.projected_seq,
-        });
+        records.push(
+            h.with_items(
+                lines
+                    .into_iter()
+                    .map(|(item_id, name, quantity)| ProjectedOrderItem {
+                        item_id,
+                        name,
+                        quantity,
+                    })
+                    .collect(),
+            ),
+        );
     }
     Ok(records)
 }
