@@ -11,7 +11,6 @@ use crate::auth::tokens::TokenKeys;
 use crate::config::Config;
 use crate::ratelimit::RateLimiter;
 use crate::rooms::Rooms;
-use crate::routes;
 
 /// Handles shared by every request.
 #[derive(Clone)]
@@ -30,9 +29,7 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(routes::health::router())
-        .merge(routes::sync::router())
-        .merge(crate::api::router())
+        .merge(crate::http::router())
         .fallback(|| async { crate::error::ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
             crate::error::ApiError::new(

@@ -14,17 +14,16 @@
 //! - [`close`]: the WebSocket close codes.
 #![forbid(unsafe_code)]
 
-pub mod api;
 pub mod app;
 pub mod auth;
 pub mod close;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod http;
 pub mod projector;
 pub mod ratelimit;
 pub mod rooms;
-pub mod routes;
 pub mod serve;
 pub mod telemetry;
 

@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, families, items, links, lists};
+use super::{accounts, families, invitations, items, links, lists, orders};
 use crate::app::AppState;
 use crate::error::{ErrorBody, ErrorDetail};
 
@@ -31,11 +31,11 @@ use crate::error::{ErrorBody, ErrorDetail};
         families::members,
         families::change_role,
         families::remove_member,
-        families::invite,
-        families::accept,
+        invitations::invite,
+        invitations::accept,
         lists::create_list,
         lists::family_lists,
-        items::list_items,
+        lists::list_detail,
         lists::update_list,
         lists::delete_list,
         lists::restore_list,
@@ -46,10 +46,10 @@ use crate::error::{ErrorBody, ErrorDetail};
         items::update_item,
         items::delete_item,
         items::search_items,
-        items::place_order,
-        items::family_orders,
-        items::get_order,
-        items::update_order,
+        orders::place_order,
+        orders::family_orders,
+        orders::get_order,
+        orders::update_order,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::families::FamilyView;
-use super::{ApiJson, Caller, ClientIp, Validate, check};
+use super::check;
+use super::extract::{ApiJson, Caller, ClientIp, Validate};
+use super::views::FamilyView;
 use crate::app::AppState;
 use crate::auth::password;
 use crate::auth::tokens::{hash_secret, random_token};

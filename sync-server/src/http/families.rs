@@ -1,23 +1,23 @@
-//! Families, their members and invitations. Any member reads; admins
-//! rename the family, manage members and invite. A family always keeps at
-//! least one admin.
+//! Families and their members. Any member reads; admins rename the family
+//! and manage members. A family always keeps at least one admin.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use larder_storage::directory::{
-    Acceptance, Created, Family, IdempotencyRecord, Member, MemberChange,
-};
+use larder_storage::directory::{Created, Member, MemberChange};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{ApiJson, ApiPath, Caller, ClientIp, Validate, body_hash, check, idempotency_key};
+use super::access::{admin_required, require_admin, require_member};
+use super::check;
+use super::extract::{ApiJson, ApiPath, Caller, Validate};
+use super::idempotency::{created_response, idempotency_record};
+use super::views::{FamilyView, Role};
 use crate::app::AppState;
-use crate::auth::tokens::{hash_secret, random_token};
 use crate::error::{ApiError, ErrorBody};
 
 pub fn router() -> Router<AppState> {
@@ -32,54 +32,6 @@ pub fn router() -> Router<AppState> {
             "/v1/families/{family_id}/members/{user_id}",
             patch(change_role).delete(remove_member),
         )
-        .route("/v1/families/{family_id}/invitations", post(invite))
-        .route("/v1/invitations/{code}/accept", post(accept))
-}
-
-/// A role in a family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Admin,
-    Member,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Member => "member",
-        }
-    }
-    fn parse(text: &str) -> Role {
-        if text == "admin" {
-            Role::Admin
-        } else {
-            Role::Member
-        }
-    }
-}
-
-/// A family, with the caller's role in it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FamilyView {
-    pub id: Uuid,
-    pub name: String,
-    pub role: Role,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Family> for FamilyView {
-    fn from(f: Family) -> Self {
-        FamilyView {
-            id: f.id,
-            name: f.name,
-            role: Role::parse(&f.role),
-            created_at: f.created_at,
-            updated_at: f.updated_at,
-        }
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -136,108 +88,6 @@ pub struct RoleRequest {
 impl Validate for RoleRequest {
     fn validate(&self) -> Result<(), String> {
         Ok(())
-    }
-}
-
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct InvitationRequest {
-    /// Role the invitee gets (default `member`).
-    #[serde(default)]
-    pub role: Option<Role>,
-}
-
-impl Validate for InvitationRequest {
-    fn validate(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-/// A one-time invitation code; only its hash is stored, so it is shown once.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct InvitationView {
-    pub code: String,
-    pub family_id: Uuid,
-    pub role: Role,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// The caller's membership of `family_id`; 404 when they are not a member
-/// (whether or not the family exists).
-pub async fn require_member(
-    state: &AppState,
-    family_id: Uuid,
-    caller: &Caller,
-) -> Result<Family, ApiError> {
-    state
-        .directory
-        .family_for(family_id, caller.user_id)
-        .await?
-        .ok_or(ApiError::NotFound)
-}
-
-fn require_admin(family: &Family) -> Result<(), ApiError> {
-    if family.role == "admin" {
-        Ok(())
-    } else {
-        Err(admin_required())
-    }
-}
-
-fn admin_required() -> ApiError {
-    ApiError::forbidden("admin_required", "only a family admin may do this")
-}
-
-/// Builds the idempotency record of a creating request, when it has a key.
-pub fn idempotency_record(
-    headers: &HeaderMap,
-    caller: &Caller,
-    method: &str,
-    path: String,
-    raw: &[u8],
-    response_status: StatusCode,
-    response_body: &impl Serialize,
-) -> Result<Option<IdempotencyRecord>, ApiError> {
-    let Some(key) = idempotency_key(headers)? else {
-        return Ok(None);
-    };
-    Ok(Some(IdempotencyRecord {
-        user_id: caller.user_id,
-        key,
-        method: method.to_owned(),
-        path,
-        request_hash: body_hash(raw),
-        response_status: response_status.as_u16(),
-        response_body: serde_json::to_string(response_body)
-            .map_err(|e| ApiError::Internal(e.into()))?,
-        expires_at: Utc::now() + chrono::Duration::hours(24),
-    }))
-}
-
-/// The response of a creating request: the new row, or the first response
-/// of the same request sent with the same key before.
-pub fn created_response<T: Serialize>(created: Created<T>) -> Result<Response, ApiError> {
-    match created {
-        Created::New(value) => Ok((StatusCode::CREATED, Json(value)).into_response()),
-        Created::Replay { status, body } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let mut response = (status, body).into_response();
-            response.headers_mut().insert(
-                axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static("application/json"),
-            );
-            response.headers_mut().insert(
-                "idempotent-replay",
-                axum::http::HeaderValue::from_static("true"),
-            );
-            Ok(response)
-        }
-        Created::KeyReused => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with another request",
-        )),
-        Created::Exists => Err(ApiError::conflict("exists", "it exists already")),
     }
 }
 
@@ -431,105 +281,4 @@ async fn remove_member(
         state.rooms.revoke(list_id, Some(user_id)).await;
     }
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Creates a one-time invitation code (admins). It expires after
-/// `--invitation-ttl-hours`.
-#[utoipa::path(post, path = "/v1/families/{family_id}/invitations", tag = "families",
-    security(("bearer" = [])),
-    params(("family_id" = Uuid, Path)), request_body = InvitationRequest,
-    responses(
-        (status = 201, body = InvitationView),
-        (status = 403, description = "Not an admin", body = ErrorBody),
-        (status = 404, description = "Not a member", body = ErrorBody),
-    ))]
-async fn invite(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(family_id): ApiPath<Uuid>,
-    body: ApiJson<InvitationRequest>,
-) -> Result<(StatusCode, Json<InvitationView>), ApiError> {
-    let family = require_member(&state, family_id, &caller).await?;
-    require_admin(&family)?;
-    state.limit_writes(&caller).await?;
-    let role = body.value.role.unwrap_or(Role::Member);
-    let code = random_token(16);
-    let expires_at = Utc::now()
-        + chrono::Duration::from_std(state.config.auth.invitation_ttl())
-            .map_err(|e| ApiError::Internal(e.into()))?;
-    state
-        .directory
-        .create_invitation(
-            family_id,
-            &hash_secret(&code),
-            role.as_str(),
-            caller.user_id,
-            expires_at,
-        )
-        .await?
-        // Demoted or removed since the check above.
-        .ok_or_else(admin_required)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(InvitationView {
-            code,
-            family_id,
-            role,
-            expires_at,
-        }),
-    ))
-}
-
-/// Joins a family with an invitation code; the code is spent.
-#[utoipa::path(post, path = "/v1/invitations/{code}/accept", tag = "families",
-    security(("bearer" = [])),
-    params(("code" = String, Path)),
-    responses(
-        (status = 200, description = "Joined", body = FamilyView),
-        (status = 404, description = "Unknown code", body = ErrorBody),
-        (status = 409, description = "Already a member", body = ErrorBody),
-        (status = 410, description = "Expired or used", body = ErrorBody),
-    ))]
-async fn accept(
-    State(state): State<AppState>,
-    caller: Caller,
-    ip: ClientIp,
-    ApiPath(code): ApiPath<String>,
-) -> Result<Json<FamilyView>, ApiError> {
-    state.limit_auth(ip).await?;
-    state.limit_writes(&caller).await?;
-    if code.is_empty() || code.len() > 128 {
-        return Err(ApiError::NotFound);
-    }
-    let family_id = match state
-        .directory
-        .accept_invitation(&hash_secret(&code), caller.user_id)
-        .await?
-    {
-        Acceptance::Joined { family_id, .. } => family_id,
-        Acceptance::AlreadyMember { .. } => {
-            return Err(ApiError::conflict(
-                "already_member",
-                "you are a member of this family already",
-            ));
-        }
-        Acceptance::Expired => {
-            return Err(ApiError::new(
-                StatusCode::GONE,
-                "invitation_expired",
-                "this invitation expired; ask for a new one",
-            ));
-        }
-        Acceptance::Used => {
-            return Err(ApiError::new(
-                StatusCode::GONE,
-                "invitation_used",
-                "this invitation was used already",
-            ));
-        }
-        Acceptance::Unknown => return Err(ApiError::NotFound),
-    };
-    Ok(Json(
-        require_member(&state, family_id, &caller).await?.into(),
-    ))
 }

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::list_access::live_list;
-use super::{ApiJson, ApiPath, Caller, Validate};
+use super::access::live_list;
+use super::extract::{ApiJson, ApiPath, Caller, Validate};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 

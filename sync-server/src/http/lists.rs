@@ -6,20 +6,24 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
-use larder_crdt::ListStatus;
-use larder_storage::directory::{Created, ListRow};
+use chrono::Utc;
+use larder_crdt::{ItemStatus, ListStatus};
+use larder_storage::directory::Created;
+use larder_storage::projection::ItemFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use yrs::{Doc, ReadTxn, StateVector, Transact};
 
-use super::families::{created_response, idempotency_record, require_member};
-use super::list_access::{live_list, visible_list};
-use super::{ApiJson, ApiPath, ApiQuery, Caller, Validate, check, next_page, page_limit};
+use super::access::{live_list, require_member, visible_list};
+use super::check;
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, Validate};
+use super::idempotency::{created_response, idempotency_record};
+use super::pages::{next_page, page_limit};
+use super::views::{ItemView, ListView};
+use super::write::{settle, write_error};
 use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::rooms::write::WriteError;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,59 +33,13 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/v1/lists/{list_id}",
-            get(super::items::list_items)
-                .patch(update_list)
-                .delete(delete_list),
+            get(list_detail).patch(update_list).delete(delete_list),
         )
         .route("/v1/lists/{list_id}/restore", post(restore_list))
 }
 
 /// Longest list name, in characters (as the document schema allows).
 const MAX_LIST_NAME: usize = larder_crdt::list::MAX_NAME_CHARS;
-
-/// A list as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ListView {
-    pub id: Uuid,
-    pub family_id: Uuid,
-    pub name: String,
-    #[schema(value_type = String, example = "active")]
-    pub status: String,
-    pub item_count: i32,
-    pub needed_count: i32,
-    pub in_cart_count: i32,
-    pub purchased_count: i32,
-    /// Highest sequence number in the list's update log.
-    pub head_seq: i64,
-    /// Sequence the relational rows reflect.
-    pub projected_seq: i64,
-    pub created_by: Option<Uuid>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// Set while the list is deleted (it can be restored).
-    pub deleted_at: Option<DateTime<Utc>>,
-}
-
-impl From<ListRow> for ListView {
-    fn from(r: ListRow) -> Self {
-        ListView {
-            id: r.id,
-            family_id: r.family_id,
-            name: r.name,
-            status: r.status,
-            item_count: r.item_count,
-            needed_count: r.needed_count,
-            in_cart_count: r.in_cart_count,
-            purchased_count: r.purchased_count,
-            head_seq: r.head_seq,
-            projected_seq: r.projected_seq,
-            created_by: r.created_by,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            deleted_at: r.deleted_at,
-        }
-    }
-}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ListPage {
@@ -149,19 +107,23 @@ pub struct ListQuery {
     pub deleted: Option<bool>,
 }
 
-/// The HTTP answer to a failed document write.
-pub fn write_error(e: WriteError) -> ApiError {
-    match e {
-        WriteError::NotFound => ApiError::NotFound,
-        WriteError::Missing(message) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
-        WriteError::Invalid(message) => ApiError::invalid(message),
-        WriteError::Conflict(message) => ApiError::conflict("conflict", message),
-        WriteError::Damaged(message) => ApiError::Internal(anyhow::anyhow!(message)),
-        WriteError::Storage(e) => {
-            tracing::warn!(error = %e, "cannot write the document");
-            ApiError::Unavailable
-        }
-    }
+/// A list with its items, from the projection.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListDetail {
+    #[serde(flatten)]
+    pub list: ListView,
+    /// Ordered by position; filtered by the query.
+    pub items: Vec<ItemView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ItemQuery {
+    /// `needed`, `in_cart` or `purchased`.
+    pub status: Option<String>,
+    pub assignee: Option<String>,
+    pub category: Option<String>,
 }
 
 /// The first update of a new list's document: its name and status.
@@ -287,6 +249,46 @@ async fn family_lists(
     }))
 }
 
+/// The list with its items (from the projection: `projected_seq` tells
+/// which log sequence they reflect), filtered by status, assignee, category.
+#[utoipa::path(get, path = "/v1/lists/{list_id}", tag = "lists", security(("bearer" = [])),
+    params(("list_id" = Uuid, Path), ItemQuery),
+    responses(
+        (status = 200, body = ListDetail),
+        (status = 404, description = "No such list, deleted, or not a member", body = ErrorBody),
+    ))]
+async fn list_detail(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(list_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<ItemQuery>,
+) -> Result<Json<ListDetail>, ApiError> {
+    let row = live_list(&state, list_id, &caller).await?;
+    if let Some(status) = &query.status
+        && ItemStatus::parse(status).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "status must be needed, in_cart or purchased",
+        ));
+    }
+    let items = state
+        .projections
+        .items(
+            list_id,
+            &ItemFilter {
+                status: query.status,
+                assignee: query.assignee,
+                category: query.category,
+            },
+        )
+        .await?;
+    Ok(Json(ListDetail {
+        list: row.into(),
+        items: items.into_iter().map(ItemView::from).collect(),
+    }))
+}
+
 /// Renames or archives a list. The change is written to the document, so
 /// connected clients see it at once; the answer waits until the row
 /// reflects it (202 when that takes over 10 s).
@@ -325,7 +327,7 @@ async fn update_list(
         .map_err(write_error)?;
     // The row's name and status are the projector's to write: answer once
     // it has (202 if that takes long).
-    let status = super::items::settle(&state, list_id, range, true, StatusCode::OK).await?;
+    let status = settle(&state, list_id, range, true, StatusCode::OK).await?;
     let row = state
         .directory
         .list(list_id)
