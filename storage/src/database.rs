@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use crate::directory::Directory;
-use crate::postgres::{PgDirectory, PgProjections, PgStore};
+use crate::postgres::{PgDirectory, PgProjections, PgStore, PgVendors};
 use crate::projection::Projections;
-use crate::sqlite::{SqliteDb, SqliteDirectory, SqliteProjections, SqliteStore};
+use crate::sqlite::{SqliteDb, SqliteDirectory, SqliteProjections, SqliteStore, SqliteVendors};
+use crate::vendors::Vendors;
 use crate::{Store, StoreError};
 
 /// Which kind of database a URL names.
@@ -47,6 +48,8 @@ pub struct Database {
     pub store: Arc<dyn Store>,
     pub directory: Directory,
     pub projections: Projections,
+    /// Vendors, shares and the WhatsApp outbox.
+    pub vendors: Vendors,
     pub pools: Pools,
 }
 
@@ -108,6 +111,7 @@ impl Database {
             store: Arc::new(PgStore::new(pool.clone())),
             directory: Directory::new(PgDirectory::new(pool.clone())),
             projections: Projections::new(PgProjections::new(pool.clone())),
+            vendors: Vendors::new(PgVendors::new(pool.clone())),
             pools: Pools::Postgres(pool),
         }
     }
@@ -119,6 +123,7 @@ impl Database {
             store: Arc::new(SqliteStore::new(db.clone())),
             directory: Directory::new(SqliteDirectory::new(db.clone())),
             projections: Projections::new(SqliteProjections::new(db.clone())),
+            vendors: Vendors::new(SqliteVendors::new(db.clone())),
             pools: Pools::Sqlite(db),
         }
     }

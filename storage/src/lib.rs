@@ -27,6 +27,7 @@ pub mod postgres;
 pub mod projection;
 pub mod sqlite;
 pub mod testing;
+pub mod vendors;
 
 use std::collections::HashMap;
 use std::time::Duration;

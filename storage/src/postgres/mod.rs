@@ -4,10 +4,12 @@
 pub mod directory;
 mod links;
 pub mod projection;
+pub mod vendors;
 mod write_tx;
 
 pub use directory::PgDirectory;
 pub use projection::PgProjections;
+pub use vendors::PgVendors;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

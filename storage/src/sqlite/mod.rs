@@ -16,6 +16,7 @@
 pub mod directory;
 mod links;
 pub mod projection;
+pub mod vendors;
 mod write_tx;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +36,7 @@ use crate::{
 
 pub use directory::SqliteDirectory;
 pub use projection::SqliteProjections;
+pub use vendors::SqliteVendors;
 
 /// Migrations of `migrations/sqlite`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
