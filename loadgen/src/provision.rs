@@ -20,6 +20,8 @@ impl Provisioner {
     /// Signs up `loadgen-…@larder.test` on the server at `api`
     /// (`http://host:port`) and creates its family.
     pub async fn sign_up(api: &str) -> anyhow::Result<Provisioner> {
+        // reqwest is built with rustls and no bundled crypto provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
         let api = api.trim_end_matches('/').to_owned();
         let email = format!("loadgen-{}@larder.test", Uuid::new_v4().simple());

@@ -185,6 +185,8 @@ pub enum JobOutcome {
     Unsure { until: DateTime<Utc>, error: String },
     /// Permanently failed: the share shows `code` and `message`.
     Failed { code: Option<i32>, message: String },
+    /// Nothing left to send (a status webhook settled the share).
+    Done,
 }
 
 /// The kind of message a share went out as.
@@ -325,6 +327,6 @@ pub fn status_rank(status: &str) -> u8 {
 }
 
 /// `DateTime` plus a std duration (saturating).
-pub(crate) fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+pub fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     at + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }

@@ -25,6 +25,10 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// The relational projection of list documents.
     pub projections: larder_storage::projection::Projections,
+    /// Vendors, shares and the WhatsApp outbox.
+    pub vendors: larder_storage::vendors::Vendors,
+    /// Wakes this replica's outbox worker when a share is created.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -80,6 +80,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub projector: ProjectorConfig,
+
+    #[command(flatten)]
+    pub whatsapp: crate::whatsapp::WhatsAppConfig,
 }
 
 impl Config {
@@ -119,7 +122,7 @@ impl Config {
              redis_url={} replica_id={} catchup_interval_ms={} gap_grace_ms={} jwt_secret={} data_dir={} \
              access_token_ttl_secs={} refresh_token_ttl_days={} invitation_ttl_hours={} access_recheck_secs={} \
              refresh_grace_secs={} read_only_link_max_hours={} auth_per_minute={} login_per_minute={} writes_per_minute={} trust_forwarded_for={} \
-             projection_debounce_ms={} projection_max_delay_ms={} projection_scan_ms={}",
+             projection_debounce_ms={} projection_max_delay_ms={} projection_scan_ms={} {}",
             self.listen,
             redact_url(&self.database.url()),
             self.database.db_max_connections,
@@ -175,6 +178,7 @@ impl Config {
             self.projector.projection_debounce_ms,
             self.projector.projection_max_delay_ms,
             self.projector.projection_scan_ms,
+            self.whatsapp.describe(),
         )
     }
 }
@@ -554,9 +558,19 @@ mod tests {
         let mut config = Config::with_database_url("postgres://u:hunter2@h/db");
         config.relay.redis_url = Some("redis://:hunter3@h:6379".into());
         config.auth.jwt_secret = Some("hunter4-hunter4-hunter4-hunter4-hunter4".into());
+        config.whatsapp.whatsapp_token = Some("hunter5-token".into());
+        config.whatsapp.whatsapp_app_secret = Some("hunter6-secret".into());
+        config.whatsapp.whatsapp_verify_token = Some("hunter7-verify".into());
         let described = config.describe();
         assert!(!described.contains("hunter2") && !described.contains("hunter3"));
         assert!(!described.contains("hunter4"));
+        let debugged = format!("{config:?}");
+        for secret in ["hunter5", "hunter6", "hunter7"] {
+            assert!(
+                !described.contains(secret) && !debugged.contains(secret),
+                "{secret}"
+            );
+        }
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub mod projector;
 pub mod ratelimit;
 pub mod rooms;
 pub mod serve;
+pub mod snapshot;
 pub mod telemetry;
+pub mod whatsapp;
 
 use std::sync::Arc;
 
@@ -138,6 +140,15 @@ pub async fn run_with_relay(
     });
     rooms.start_relay_tasks(config.relay.catchup_interval());
     spawn_housekeeping(directory.clone(), shutdown.clone(), &tracker);
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
+    whatsapp::outbox::spawn(
+        database.vendors.clone(),
+        config.whatsapp.clone(),
+        replica_id.to_string(),
+        outbox_wake.clone(),
+        shutdown.clone(),
+        &tracker,
+    )?;
     let state = app::AppState {
         config: Arc::new(config),
         store,
@@ -147,6 +158,8 @@ pub async fn run_with_relay(
         tokens,
         limiter,
         projections,
+        vendors: database.vendors.clone(),
+        outbox_wake,
     };
     tracing::info!(addr = %listener.local_addr()?, %replica_id, "larder listening");
     let limits = state.config.limits.serve_limits();

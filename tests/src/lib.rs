@@ -13,6 +13,7 @@ pub mod interop;
 pub mod process;
 pub mod proxy;
 pub mod redis_server;
+pub mod whatsapp;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +41,13 @@ pub struct TestApp {
     shutdown: CancellationToken,
     done: Option<oneshot::Receiver<anyhow::Result<()>>>,
     kill: Option<oneshot::Sender<()>>,
+}
+
+/// An HTTP client. reqwest is built with rustls and no bundled crypto
+/// provider (the server brings ring): install it before building one.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }
 
 /// The shared Redis of the tests: `REDIS_URL`, else the local default. Panics
@@ -72,7 +80,7 @@ impl TestApp {
         TestApp {
             addr,
             database_url: database_url.to_owned(),
-            http: reqwest::Client::new(),
+            http: http_client(),
             owner: tokio::sync::OnceCell::new(),
             shutdown: CancellationToken::new(),
             done: None,
@@ -152,7 +160,7 @@ impl TestApp {
         let app = TestApp {
             addr,
             database_url: database_url.to_owned(),
-            http: reqwest::Client::new(),
+            http: http_client(),
             owner: tokio::sync::OnceCell::new(),
             shutdown,
             done: Some(done),

@@ -594,6 +594,16 @@ macro_rules! vendor_store {
                         .execute(&mut *tx)
                         .await?;
                     }
+                    JobOutcome::Done => {
+                        sqlx::query(
+                            "UPDATE outbox_jobs SET status = 'done', locked_until = NULL, \
+                             updated_at = $2 WHERE id = $1",
+                        )
+                        .bind(job.job_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                     JobOutcome::Failed { code, message } => {
                         sqlx::query(
                             "UPDATE outbox_jobs SET status = 'failed', locked_until = NULL, \

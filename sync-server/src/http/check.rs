@@ -62,6 +62,29 @@ pub fn text(field: &str, value: &Option<String>) -> Result<(), String> {
     }
 }
 
+/// A WhatsApp number in E.164 (`+447700900123`; spaces, dashes, dots and
+/// brackets allowed, `00` for `+`), as the digits the API takes.
+pub fn e164(field: &str, value: &str) -> Result<String, String> {
+    let compact: String = value
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '\u{a0}'))
+        .collect();
+    let digits = compact
+        .strip_prefix('+')
+        .or_else(|| compact.strip_prefix("00"))
+        .unwrap_or("");
+    let ok = (7..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if ok {
+        Ok(digits.to_owned())
+    } else {
+        Err(format!(
+            "{field} must be an international number in E.164 form, like +447700900123"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super as check;
@@ -75,6 +98,28 @@ mod tests {
             "", "a", "@b.co", "a@b", "a@@b.co", "a b@c.de", "a@.co", "a@b.co.",
         ] {
             assert!(check::email(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn whatsapp_numbers_are_normalised_to_e164_digits() {
+        assert_eq!(check::e164("n", "+44 7700 900123").unwrap(), "447700900123");
+        assert_eq!(
+            check::e164("n", "0044 (7700) 900-123").unwrap(),
+            "447700900123"
+        );
+        assert_eq!(check::e164("n", "+1.415.555.0100").unwrap(), "14155550100");
+        for bad in [
+            "447700900123",
+            "+0447700900123",
+            "+44 7700 900123 ext 1",
+            "+123",
+            "+1234567890123456",
+            "",
+            "+",
+            "+４４７７００９００１２３",
+        ] {
+            assert!(check::e164("n", bad).is_err(), "{bad:?}");
         }
     }
 

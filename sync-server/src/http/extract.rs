@@ -10,6 +10,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Req
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -206,4 +207,13 @@ impl FromRequestParts<AppState> for ClientIp {
             .unwrap_or(IpAddr::from([127, 0, 0, 1]));
         Ok(ClientIp(peer))
     }
+}
+
+/// `null` (remove the field) as `Some(None)`; absent as `None`.
+pub fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }

@@ -11,13 +11,13 @@ use axum::{Json, Router};
 use chrono::Utc;
 use larder_crdt::ItemStatus;
 use larder_crdt::list::{ItemPatch, NewItem};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::access::{live_list, require_member};
 use super::check::{self, text};
-use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, Validate};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, Validate, double_option};
 use super::idempotency::new_id;
 use super::pages::{next_page, page_limit};
 use super::views::ItemView;
@@ -85,15 +85,6 @@ fn nested_text(field: &str, value: &Option<Option<String>>) -> Result<(), String
         Some(inner) => text(field, inner),
         None => Ok(()),
     }
-}
-
-/// `null` (remove the field) as `Some(None)`; absent as `None`.
-fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

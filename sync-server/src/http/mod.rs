@@ -3,8 +3,10 @@
 //! modules never import each other.
 //!
 //! - Resources: [`accounts`], [`families`], [`invitations`], [`lists`],
-//!   [`items`], [`orders`], [`links`] (read-only tokens), [`sync`] (the
-//!   y-websocket endpoint), [`health`] and [`openapi`].
+//!   [`items`], [`orders`], [`links`] (read-only tokens), [`vendors`],
+//!   [`shares`], [`share_page`] (the vendor's page), [`webhooks`]
+//!   (WhatsApp), [`sync`] (the y-websocket endpoint), [`health`] and
+//!   [`openapi`].
 //! - Shared: [`extract`] (every input passes through these extractors, so
 //!   every refusal is a JSON error), [`access`] (who may see what),
 //!   [`idempotency`], [`write`] (writes through a document), [`check`]
@@ -26,8 +28,12 @@ pub mod lists;
 pub mod openapi;
 pub mod orders;
 pub mod pages;
+pub mod share_page;
+pub mod shares;
 pub mod sync;
+pub mod vendors;
 pub mod views;
+pub mod webhooks;
 pub mod write;
 
 use axum::Router;
@@ -45,10 +51,14 @@ pub fn router() -> Router<AppState> {
         .merge(links::router())
         .merge(items::router())
         .merge(orders::router())
+        .merge(vendors::router())
+        .merge(shares::router())
         .merge(openapi::router())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()
         .merge(health::router())
         .merge(sync::router())
+        .merge(share_page::router())
+        .merge(webhooks::router())
         .merge(api)
 }

@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{accounts, families, invitations, items, links, lists, orders};
+use super::{accounts, families, invitations, items, links, lists, orders, shares, vendors};
 use crate::app::AppState;
 use crate::error::{ErrorBody, ErrorDetail};
 
@@ -50,6 +50,15 @@ use crate::error::{ErrorBody, ErrorDetail};
         orders::family_orders,
         orders::get_order,
         orders::update_order,
+        vendors::create_vendor,
+        vendors::family_vendors,
+        vendors::get_vendor,
+        vendors::update_vendor,
+        vendors::delete_vendor,
+        shares::create_share,
+        shares::list_shares,
+        shares::get_share,
+        shares::revoke_share_link,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
     modifiers(&BearerAuth),
@@ -59,6 +68,8 @@ use crate::error::{ErrorBody, ErrorDetail};
         (name = "lists", description = "Grocery lists"),
         (name = "items", description = "Items, read from the projection and written through the document"),
         (name = "orders", description = "Orders to vendors"),
+        (name = "vendors", description = "A family's vendors"),
+        (name = "shares", description = "Lists sent to vendors over WhatsApp"),
     )
 )]
 pub struct ApiDoc;
