@@ -35,7 +35,8 @@ pub enum Answer {
     Accept,
     /// An error body with `code`, under `http` status.
     Error { http: u16, code: i64 },
-    /// Waits, then accepts (a client that times out first cannot know).
+    /// Accepts, but answers only after a while (a client that times out
+    /// first cannot know it was sent).
     Slow(Duration),
     /// Reads the request and closes the connection without an answer.
     Drop,
@@ -199,8 +200,11 @@ impl FakeGraph {
         match answer {
             Answer::Accept => Ok(self.accept(index)),
             Answer::Slow(wait) => {
+                // Accepted at once (a client that gives up still sent it);
+                // only the answer is late.
+                let response = self.accept(index);
                 tokio::time::sleep(wait).await;
-                Ok(self.accept(index))
+                Ok(response)
             }
             Answer::Error { http, code } => Ok(json_response(
                 http,
