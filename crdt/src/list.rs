@@ -63,6 +63,8 @@ pub struct OrderRow {
     pub placed_by: Option<String>,
     pub placed_at_ms: Option<i64>,
     pub note: Option<String>,
+    /// The share (snapshot sent to the vendor) the order answers.
+    pub share_id: Option<String>,
 }
 
 /// How much of the document did not fit the schema and was left out.
@@ -129,6 +131,8 @@ pub struct NewOrder {
     pub placed_by: Option<String>,
     pub placed_at_ms: i64,
     pub note: Option<String>,
+    /// The share the order answers, when it answers one.
+    pub share_id: Option<String>,
 }
 
 /// Longest accepted item or list name, in characters.
@@ -275,6 +279,10 @@ impl ListDoc {
         }
         if let Some(note) = &order.note {
             fields.push((field::NOTE, In::Any(Any::from(note.as_str()))));
+        }
+        if let Some(share) = &order.share_id {
+            check_id("share id", share)?;
+            fields.push((field::SHARE_ID, In::Any(Any::from(share.as_str()))));
         }
         let prelim: MapPrelim = fields.into_iter().collect();
         self.orders.insert(txn, order.id.as_str(), prelim);
@@ -544,6 +552,7 @@ fn read_order<T: ReadTxn>(
         placed_by: fields.string(field::PLACED_BY, skipped),
         placed_at_ms: optional_millis(fields.get(field::PLACED_AT), skipped),
         note: fields.string(field::NOTE, skipped),
+        share_id: fields.string(field::SHARE_ID, skipped),
     })
 }
 
@@ -657,6 +666,7 @@ mod tests {
             placed_by: Some("user-1".into()),
             placed_at_ms: 5,
             note: None,
+            share_id: Some("0191d6b2-7c1e-7a3b-9f00-0000000000bb".into()),
         };
         list.add_order(&mut txn, &order).expect("valid");
         list.set_order_status(&mut txn, &order.id, OrderStatus::Confirmed)
@@ -666,5 +676,6 @@ mod tests {
         assert_eq!(snapshot.orders[0].status, OrderStatus::Confirmed);
         assert_eq!(snapshot.orders[0].items, order.items);
         assert_eq!(snapshot.orders[0].placed_at_ms, Some(5));
+        assert_eq!(snapshot.orders[0].share_id, order.share_id);
     }
 }

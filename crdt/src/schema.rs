@@ -25,6 +25,7 @@ pub mod field {
     pub const ITEM_ID: &str = "itemId";
     pub const PLACED_BY: &str = "placedBy";
     pub const PLACED_AT: &str = "placedAt";
+    pub const SHARE_ID: &str = "shareId";
 }
 
 macro_rules! closed_set {

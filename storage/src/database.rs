@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::directory::Directory;
+use crate::outbox::Outbox;
 use crate::postgres::{PgDirectory, PgProjections, PgStore, PgVendors};
 use crate::projection::Projections;
 use crate::sqlite::{SqliteDb, SqliteDirectory, SqliteProjections, SqliteStore, SqliteVendors};
@@ -48,8 +49,10 @@ pub struct Database {
     pub store: Arc<dyn Store>,
     pub directory: Directory,
     pub projections: Projections,
-    /// Vendors, shares and the WhatsApp outbox.
+    /// Vendors and their shares.
     pub vendors: Vendors,
+    /// The WhatsApp outbox and what WhatsApp reports.
+    pub outbox: Outbox,
     pub pools: Pools,
 }
 
@@ -112,6 +115,7 @@ impl Database {
             directory: Directory::new(PgDirectory::new(pool.clone())),
             projections: Projections::new(PgProjections::new(pool.clone())),
             vendors: Vendors::new(PgVendors::new(pool.clone())),
+            outbox: Outbox::new(PgVendors::new(pool.clone())),
             pools: Pools::Postgres(pool),
         }
     }
@@ -124,6 +128,7 @@ impl Database {
             directory: Directory::new(SqliteDirectory::new(db.clone())),
             projections: Projections::new(SqliteProjections::new(db.clone())),
             vendors: Vendors::new(SqliteVendors::new(db.clone())),
+            outbox: Outbox::new(SqliteVendors::new(db.clone())),
             pools: Pools::Sqlite(db),
         }
     }

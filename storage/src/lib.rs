@@ -22,6 +22,7 @@
 
 pub mod database;
 pub mod directory;
+pub mod outbox;
 pub mod portable;
 pub mod postgres;
 pub mod projection;

@@ -50,6 +50,8 @@ pub struct ProjectedOrder {
     pub placed_by: Option<String>,
     pub placed_at: Option<DateTime<Utc>>,
     pub note: Option<String>,
+    /// Kept only when it names a share of the list.
+    pub share_id: Option<Uuid>,
     pub items: Vec<ProjectedOrderItem>,
 }
 
@@ -112,6 +114,7 @@ pub struct OrderRecord {
     pub placed_by: Option<String>,
     pub placed_at: Option<DateTime<Utc>>,
     pub note: Option<String>,
+    pub share_id: Option<Uuid>,
     pub projected_seq: i64,
     pub items: Vec<ProjectedOrderItem>,
 }
@@ -126,6 +129,7 @@ pub(crate) struct OrderHead {
     pub(crate) placed_by: Option<String>,
     pub(crate) placed_at: Option<DateTime<Utc>>,
     pub(crate) note: Option<String>,
+    pub(crate) share_id: Option<Uuid>,
     pub(crate) projected_seq: i64,
 }
 
@@ -142,6 +146,7 @@ impl OrderHead {
             placed_by: self.placed_by,
             placed_at: self.placed_at,
             note: self.note,
+            share_id: self.share_id,
             projected_seq: self.projected_seq,
         }
     }

@@ -1,15 +1,12 @@
-//! Vendors, the shares that send them a frozen list over WhatsApp, the
-//! outbox jobs that do the sending, and what WhatsApp reports back.
+//! Vendors and the shares that send them a frozen list over WhatsApp,
+//! with what WhatsApp reported about each (the sending itself is
+//! [`crate::outbox`]).
 //!
 //! A share and its outbox job are created in one transaction, keyed by
 //! (list, snapshot version, vendor): asking again for the same version
-//! finds the first share and sends nothing more. Statuses reported by
-//! webhooks are stored once per (message, status) and move a share only
-//! forward (`pending < sent < delivered < read`; `failed` is final),
-//! whatever order they arrive in.
+//! finds the first share and sends nothing more.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -113,7 +110,8 @@ pub struct NewShare {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShareCreated {
     New(Share),
-    /// This version was shared with this vendor already: nothing new is sent.
+    /// This version was shared with this vendor already: nothing new is
+    /// sent, unless that share had failed (it is then tried again).
     Exists(Share),
 }
 
@@ -142,77 +140,7 @@ pub struct Reply {
     pub received_at: DateTime<Utc>,
 }
 
-/// What a status webhook did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusApplied {
-    /// Stored and applied to this share (the share may not have moved if
-    /// the status is older than the one it shows).
-    Applied(Uuid),
-    /// Seen before.
-    Duplicate,
-    /// Not about a message of ours.
-    Unknown,
-}
-
-/// An outbox job claimed by a worker, with what sending it needs.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct ClaimedJob {
-    pub job_id: Uuid,
-    pub share_id: Uuid,
-    /// Attempts including this one.
-    pub attempts: i32,
-    /// Set when a request for this job went out and its outcome is not
-    /// known (a timeout, or a worker that died mid-request).
-    pub request_started_at: Option<DateTime<Utc>>,
-    pub wa_number: String,
-    pub window_open_until: Option<DateTime<Utc>>,
-    pub vendor_deleted_at: Option<DateTime<Utc>>,
-    pub share_status: String,
-    pub rendered_text: Option<String>,
-    pub snapshot: String,
-    pub snapshot_seq: i64,
-}
-
-/// How a job ends, or when it runs again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobOutcome {
-    /// The API accepted the message.
-    Sent { wamid: String, kind: MessageKind },
-    /// Try again at `at`.
-    Retry { at: DateTime<Utc>, error: String },
-    /// The request's outcome is unknown: wait for a status webhook until
-    /// `until`, then send again.
-    Unsure { until: DateTime<Utc>, error: String },
-    /// Permanently failed: the share shows `code` and `message`.
-    Failed { code: Option<i32>, message: String },
-    /// Nothing left to send (a status webhook settled the share).
-    Done,
-}
-
-/// The kind of message a share went out as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageKind {
-    Text,
-    Template,
-}
-
-impl MessageKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageKind::Text => "text",
-            MessageKind::Template => "template",
-        }
-    }
-}
-
-/// Jobs waiting to be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutboxDepth {
-    pub jobs: i64,
-    pub oldest: Option<DateTime<Utc>>,
-}
-
-/// Storage of vendors, shares and their outbox.
+/// Storage of vendors and their shares.
 #[async_trait]
 pub trait VendorStore: Send + Sync + std::fmt::Debug + 'static {
     async fn create_vendor(&self, vendor: &NewVendor) -> DirResult<VendorWrite>;
@@ -255,45 +183,6 @@ pub trait VendorStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The vendor's replies recorded on the share, oldest first.
     async fn share_replies(&self, share_id: Uuid) -> DirResult<Vec<Reply>>;
-
-    /// Stores a status webhook once and moves the share (found by message
-    /// id, else by `share_id` from the callback data) forward.
-    async fn record_status(
-        &self,
-        event: &StatusEvent,
-        share_id: Option<Uuid>,
-    ) -> DirResult<StatusApplied>;
-
-    /// Stores an inbound message once, on the latest share sent to its
-    /// number, and opens that number's 24-hour window. `false` when seen.
-    async fn record_reply(&self, reply: &Reply, window: Duration) -> DirResult<bool>;
-
-    /// Claims the next due job whose number may be sent to now, for
-    /// `lease`, and reserves the number until `now + pacing`.
-    async fn claim_job(
-        &self,
-        worker: &str,
-        now: DateTime<Utc>,
-        lease: Duration,
-        pacing: Duration,
-    ) -> DirResult<Option<ClaimedJob>>;
-
-    /// Notes that the job's request is about to go out.
-    async fn start_request(&self, job_id: Uuid, worker: &str) -> DirResult<bool>;
-
-    /// Ends or reschedules a claimed job.
-    async fn finish_job(
-        &self,
-        job: &ClaimedJob,
-        worker: &str,
-        outcome: &JobOutcome,
-    ) -> DirResult<()>;
-
-    /// Sets why a share waits (or clears it).
-    async fn set_share_detail(&self, share_id: Uuid, detail: Option<&str>) -> DirResult<()>;
-
-    /// Jobs not done, and when the oldest was created.
-    async fn outbox_depth(&self) -> DirResult<OutboxDepth>;
 }
 
 /// The vendor store of whichever database the process uses.
@@ -324,9 +213,4 @@ pub fn status_rank(status: &str) -> u8 {
         "failed" => 4,
         _ => 0,
     }
-}
-
-/// `DateTime` plus a std duration (saturating).
-pub fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    at + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }

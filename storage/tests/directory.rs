@@ -530,6 +530,7 @@ async fn projections_are_written_incrementally_and_read_back(db: TestDatabase) {
             placed_by: Some(ann.to_string()),
             placed_at: Some(Utc::now()),
             note: None,
+            share_id: Some(Uuid::now_v7()),
             items: vec![ProjectedOrderItem {
                 item_id: Some(milk),
                 name: "Oat Milk".into(),
@@ -569,6 +570,7 @@ async fn projections_are_written_incrementally_and_read_back(db: TestDatabase) {
     );
     let stored = p.order(order).await.unwrap().expect("order");
     assert_eq!(stored.vendor_id, None, "an unknown vendor is dropped");
+    assert_eq!(stored.share_id, None, "an unknown share is dropped");
     assert_eq!(stored.items.len(), 1);
     assert_eq!(
         p.family_orders(family, Some("placed"), None, 10)

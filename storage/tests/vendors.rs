@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use larder_storage::Database;
+use larder_storage::outbox::{JobOutcome, MessageKind, StatusApplied};
 use larder_storage::testing::TestDatabase;
 use larder_storage::vendors::{
-    JobOutcome, MessageKind, NewShare, NewVendor, Reply, ShareCreated, StatusApplied, StatusEvent,
-    VendorPatch, VendorWrite,
+    NewShare, NewVendor, Reply, ShareCreated, StatusEvent, VendorPatch, VendorWrite,
 };
 use uuid::Uuid;
 
@@ -207,6 +207,7 @@ async fn vendors_are_written_and_soft_deleted(db: TestDatabase) {
 async fn a_version_is_shared_once(db: TestDatabase) {
     let f = fixture(db).await;
     let v = &f.db.vendors;
+    let o = &f.db.outbox;
     let shop = vendor(&f, "Corner shop", "447700900123").await;
     let first = new_share(&f, shop, 7);
     let ShareCreated::New(created) = v.create_share(&first).await.unwrap() else {
@@ -218,13 +219,13 @@ async fn a_version_is_shared_once(db: TestDatabase) {
     let again = v.create_share(&new_share(&f, shop, 7)).await.unwrap();
     assert_eq!(again, ShareCreated::Exists(created.clone()));
     assert_eq!(
-        v.outbox_depth().await.unwrap().jobs,
+        o.outbox_depth().await.unwrap().jobs,
         1,
         "one job per version"
     );
 
     let newer = share(&f, shop, 9).await;
-    assert_eq!(v.outbox_depth().await.unwrap().jobs, 2);
+    assert_eq!(o.outbox_depth().await.unwrap().jobs, 2);
     let by_token = v
         .share_by_page_token(&first.page_token_hash)
         .await
@@ -240,6 +241,40 @@ async fn a_version_is_shared_once(db: TestDatabase) {
     let older = v.list_shares(f.list, Some(newer), 10).await.unwrap();
     assert_eq!(older.len(), 1);
 
+    // A failed version shared again is tried again.
+    let job =
+        f.db.outbox
+            .claim_job("w1", Utc::now(), Duration::from_secs(60), Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+    f.db.outbox
+        .finish_job(
+            &job,
+            "w1",
+            &JobOutcome::Failed {
+                code: Some(190),
+                message: "token expired".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let failed = v.share(job.share_id).await.unwrap().unwrap();
+    assert_eq!(failed.status, "failed");
+    let again = v
+        .create_share(&new_share(&f, shop, failed.snapshot_seq))
+        .await
+        .unwrap();
+    let ShareCreated::Exists(retried) = again else {
+        panic!("the same share")
+    };
+    assert_eq!(
+        (retried.id, retried.status.as_str()),
+        (failed.id, "pending")
+    );
+    assert_eq!(retried.error_code, None);
+    assert_eq!(f.db.outbox.outbox_depth().await.unwrap().jobs, 2);
+
     // Revoking the link (as the links API does) shows on the share.
     f.db.directory
         .revoke_read_only_link(f.list, created.link_id.unwrap())
@@ -252,25 +287,26 @@ async fn a_version_is_shared_once(db: TestDatabase) {
 async fn statuses_apply_once_and_only_forward(db: TestDatabase) {
     let f = fixture(db).await;
     let v = &f.db.vendors;
+    let o = &f.db.outbox;
     let shop = vendor(&f, "Corner shop", "447700900123").await;
     let id = share(&f, shop, 3).await;
     let t0 = Utc::now();
     // `read` arrives first, then the older `sent` and `delivered`, twice.
     assert_eq!(
-        v.record_status(&status("wamid.A", "read", t0), Some(id))
+        o.record_status(&status("wamid.A", "read", t0), Some(id))
             .await
             .unwrap(),
         StatusApplied::Applied(id)
     );
     for s in ["sent", "delivered"] {
         assert_eq!(
-            v.record_status(&status("wamid.A", s, t0), Some(id))
+            o.record_status(&status("wamid.A", s, t0), Some(id))
                 .await
                 .unwrap(),
             StatusApplied::Applied(id)
         );
         assert_eq!(
-            v.record_status(&status("wamid.A", s, t0), Some(id))
+            o.record_status(&status("wamid.A", s, t0), Some(id))
                 .await
                 .unwrap(),
             StatusApplied::Duplicate
@@ -280,28 +316,28 @@ async fn statuses_apply_once_and_only_forward(db: TestDatabase) {
     assert_eq!(shown.status, "read", "older statuses do not move it back");
     assert_eq!(v.share_statuses(id).await.unwrap().len(), 3);
     // The status proves the message went out: the job is done.
-    assert_eq!(v.outbox_depth().await.unwrap().jobs, 0);
+    assert_eq!(o.outbox_depth().await.unwrap().jobs, 0);
 
     // Found by message id without callback data; failed is final.
     let other = share(&f, shop, 4).await;
-    v.record_status(&status("wamid.B", "sent", t0), Some(other))
+    o.record_status(&status("wamid.B", "sent", t0), Some(other))
         .await
         .unwrap();
     let mut failed = status("wamid.B", "failed", t0);
     failed.error_code = Some(131026);
     failed.error_title = Some("Message undeliverable".into());
     assert_eq!(
-        v.record_status(&failed, None).await.unwrap(),
+        o.record_status(&failed, None).await.unwrap(),
         StatusApplied::Applied(other)
     );
-    v.record_status(&status("wamid.B", "read", t0), None)
+    o.record_status(&status("wamid.B", "read", t0), None)
         .await
         .unwrap();
     let shown = v.share(other).await.unwrap().unwrap();
     assert_eq!(shown.status, "failed");
     assert_eq!(shown.error_code, Some(131026));
     assert_eq!(
-        v.record_status(&status("wamid.unknown", "sent", t0), None)
+        o.record_status(&status("wamid.unknown", "sent", t0), None)
             .await
             .unwrap(),
         StatusApplied::Unknown
@@ -311,38 +347,83 @@ async fn statuses_apply_once_and_only_forward(db: TestDatabase) {
 async fn replies_open_the_window_on_the_latest_share(db: TestDatabase) {
     let f = fixture(db).await;
     let v = &f.db.vendors;
+    let o = &f.db.outbox;
     let shop = vendor(&f, "Corner shop", "447700900123").await;
-    share(&f, shop, 1).await;
+    let older = share(&f, shop, 1).await;
     let latest = share(&f, shop, 2).await;
-    let at = Utc::now();
-    let reply = Reply {
+    let unsent = share(&f, shop, 3).await;
+    let t0 = Utc::now();
+    for (id, wamid) in [(older, "wamid.OUT1"), (latest, "wamid.OUT2")] {
+        o.record_status(&status(wamid, "sent", t0), Some(id))
+            .await
+            .unwrap();
+    }
+    let reply = |wamid: &str, body: &str| Reply {
         id: Uuid::now_v7(),
-        wamid: "wamid.IN1".into(),
+        wamid: wamid.into(),
         wa_number: "447700900123".into(),
         share_id: None,
         kind: "text".into(),
-        body: Some("Ready at 5 🙂".into()),
+        body: Some(body.into()),
         sender_name: Some("Raj".into()),
-        received_at: at,
+        received_at: Utc::now(),
     };
     let day = Duration::from_secs(24 * 3600);
-    assert!(v.record_reply(&reply, day).await.unwrap());
-    let duplicate = Reply {
-        id: Uuid::now_v7(),
-        ..reply.clone()
-    };
-    assert!(!v.record_reply(&duplicate, day).await.unwrap());
+    assert!(
+        o.record_reply(&reply("wamid.IN1", "Ready at 5 🙂"), None, day)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !o.record_reply(&reply("wamid.IN1", "again"), None, day)
+            .await
+            .unwrap(),
+        "once per message"
+    );
     let replies = v.share_replies(latest).await.unwrap();
-    assert_eq!(replies.len(), 1);
+    assert_eq!(replies.len(), 1, "on the latest share that was sent");
     assert_eq!(replies[0].body.as_deref(), Some("Ready at 5 🙂"));
     assert_eq!(replies[0].share_id, Some(latest));
+    assert!(v.share_replies(unsent).await.unwrap().is_empty());
+    // A reply quoting a message lands on that message's share.
+    o.record_reply(
+        &reply("wamid.IN2", "about the first"),
+        Some("wamid.OUT1"),
+        day,
+    )
+    .await
+    .unwrap();
+    assert_eq!(v.share_replies(older).await.unwrap().len(), 1);
+
+    // Once another family has the same number, replies that quote nothing
+    // go to neither family's shares.
+    let other_family = Uuid::now_v7();
+    f.db.directory
+        .create_family(other_family, "Neighbours", f.user, Utc::now(), None)
+        .await
+        .unwrap();
+    v.create_vendor(&NewVendor {
+        id: Uuid::now_v7(),
+        family_id: other_family,
+        name: "Same shop".into(),
+        whatsapp_number: "447700900123".into(),
+        notes: None,
+        created_by: f.user,
+    })
+    .await
+    .unwrap();
+    o.record_reply(&reply("wamid.IN3", "for whom?"), None, day)
+        .await
+        .unwrap();
+    assert_eq!(v.share_replies(latest).await.unwrap().len(), 1);
 
     // The window shows on the next claim of a job for that number.
-    let job = v
+    let job = o
         .claim_job("w1", Utc::now(), Duration::from_secs(60), Duration::ZERO)
         .await
         .unwrap()
         .expect("a job is due");
+    assert_eq!(job.share_id, unsent);
     let open_until = job.window_open_until.expect("window open");
     assert!(open_until > Utc::now() + chrono::Duration::hours(23));
 }
@@ -350,6 +431,7 @@ async fn replies_open_the_window_on_the_latest_share(db: TestDatabase) {
 async fn claims_lease_pace_and_finish_jobs(db: TestDatabase) {
     let f = fixture(db).await;
     let v = &f.db.vendors;
+    let o = &f.db.outbox;
     let shop = vendor(&f, "Corner shop", "447700900123").await;
     let greens = vendor(&f, "Greengrocer", "447700900456").await;
     let a = share(&f, shop, 1).await;
@@ -359,7 +441,7 @@ async fn claims_lease_pace_and_finish_jobs(db: TestDatabase) {
     let lease = Duration::from_secs(60);
     let pacing = Duration::from_secs(6);
 
-    let first = v
+    let first = o
         .claim_job("w1", now, lease, pacing)
         .await
         .unwrap()
@@ -367,33 +449,33 @@ async fn claims_lease_pace_and_finish_jobs(db: TestDatabase) {
     assert_eq!(first.share_id, a);
     assert_eq!(first.attempts, 1);
     // The shop's number is paced: the next claim is the greengrocer's.
-    let second = v
+    let second = o
         .claim_job("w2", now, lease, pacing)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(second.share_id, c);
     assert!(
-        v.claim_job("w2", now, lease, pacing)
+        o.claim_job("w2", now, lease, pacing)
             .await
             .unwrap()
             .is_none()
     );
     // Six seconds later the shop's second job is due.
     let later = now + chrono::Duration::seconds(7);
-    let third = v
+    let third = o
         .claim_job("w2", later, lease, pacing)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(third.share_id, b);
 
-    assert!(v.start_request(first.job_id, "w1").await.unwrap());
+    assert!(o.start_request(first.job_id, "w1").await.unwrap());
     assert!(
-        !v.start_request(first.job_id, "w2").await.unwrap(),
+        !o.start_request(first.job_id, "w2").await.unwrap(),
         "not w2's"
     );
-    v.finish_job(
+    o.finish_job(
         &first,
         "w1",
         &JobOutcome::Sent {
@@ -406,13 +488,13 @@ async fn claims_lease_pace_and_finish_jobs(db: TestDatabase) {
     assert_eq!(v.share(a).await.unwrap().unwrap().status, "sent");
     // A webhook for that message finds the share by its id alone.
     assert_eq!(
-        v.record_status(&status("wamid.A", "delivered", now), None)
+        o.record_status(&status("wamid.A", "delivered", now), None)
             .await
             .unwrap(),
         StatusApplied::Applied(a)
     );
 
-    v.finish_job(
+    o.finish_job(
         &second,
         "w2",
         &JobOutcome::Failed {
@@ -430,7 +512,7 @@ async fn claims_lease_pace_and_finish_jobs(db: TestDatabase) {
 
     // A retry puts the job back, due later, with the reason on the share.
     let retry_at = later + chrono::Duration::seconds(30);
-    v.finish_job(
+    o.finish_job(
         &third,
         "w2",
         &JobOutcome::Retry {
@@ -446,23 +528,23 @@ async fn claims_lease_pace_and_finish_jobs(db: TestDatabase) {
     );
     let too_soon = retry_at - chrono::Duration::seconds(1);
     assert!(
-        v.claim_job("w1", too_soon, lease, pacing)
+        o.claim_job("w1", too_soon, lease, pacing)
             .await
             .unwrap()
             .is_none()
     );
-    let again = v
+    let again = o
         .claim_job("w1", retry_at, lease, pacing)
         .await
         .unwrap()
         .unwrap();
     assert_eq!((again.share_id, again.attempts), (b, 2));
-    assert!(v.start_request(again.job_id, "w1").await.unwrap());
+    assert!(o.start_request(again.job_id, "w1").await.unwrap());
 
     // A worker that dies mid-request leaves its lease to expire; the next
     // claim sees that a request may have gone out.
     let expired = retry_at + chrono::Duration::seconds(61);
-    let reclaimed = v
+    let reclaimed = o
         .claim_job("w2", expired, lease, pacing)
         .await
         .unwrap()
@@ -470,7 +552,7 @@ async fn claims_lease_pace_and_finish_jobs(db: TestDatabase) {
     assert_eq!(reclaimed.share_id, b);
     assert!(reclaimed.request_started_at.is_some());
     // The old worker's late answer no longer moves the job.
-    v.finish_job(
+    o.finish_job(
         &again,
         "w1",
         &JobOutcome::Retry {
@@ -481,7 +563,7 @@ async fn claims_lease_pace_and_finish_jobs(db: TestDatabase) {
     .await
     .unwrap();
     let until = expired + chrono::Duration::minutes(10);
-    v.finish_job(
+    o.finish_job(
         &reclaimed,
         "w2",
         &JobOutcome::Unsure {
@@ -491,7 +573,7 @@ async fn claims_lease_pace_and_finish_jobs(db: TestDatabase) {
     )
     .await
     .unwrap();
-    let after_wait = v
+    let after_wait = o
         .claim_job("w1", until, lease, pacing)
         .await
         .unwrap()
@@ -500,5 +582,5 @@ async fn claims_lease_pace_and_finish_jobs(db: TestDatabase) {
         after_wait.request_started_at.is_some(),
         "still unsure after waiting"
     );
-    assert_eq!(v.outbox_depth().await.unwrap().jobs, 1);
+    assert_eq!(o.outbox_depth().await.unwrap().jobs, 1);
 }

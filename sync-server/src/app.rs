@@ -25,8 +25,10 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// The relational projection of list documents.
     pub projections: larder_storage::projection::Projections,
-    /// Vendors, shares and the WhatsApp outbox.
+    /// Vendors and their shares.
     pub vendors: larder_storage::vendors::Vendors,
+    /// The WhatsApp outbox and what WhatsApp reports.
+    pub outbox: larder_storage::outbox::Outbox,
     /// Wakes this replica's outbox worker when a share is created.
     pub outbox_wake: Arc<tokio::sync::Notify>,
 }

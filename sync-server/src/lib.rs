@@ -142,8 +142,9 @@ pub async fn run_with_relay(
     spawn_housekeeping(directory.clone(), shutdown.clone(), &tracker);
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     whatsapp::outbox::spawn(
-        database.vendors.clone(),
+        database.outbox.clone(),
         config.whatsapp.clone(),
+        tokens.clone(),
         replica_id.to_string(),
         outbox_wake.clone(),
         shutdown.clone(),
@@ -159,6 +160,7 @@ pub async fn run_with_relay(
         limiter,
         projections,
         vendors: database.vendors.clone(),
+        outbox: database.outbox.clone(),
         outbox_wake,
     };
     tracing::info!(addr = %listener.local_addr()?, %replica_id, "larder listening");

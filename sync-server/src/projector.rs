@@ -375,6 +375,7 @@ pub fn to_projection(snapshot: &ListSnapshot) -> (Projection, u32) {
             placed_by: skips.text(&order.placed_by),
             placed_at: skips.millis(order.placed_at_ms),
             note: skips.text(&order.note),
+            share_id: skips.optional_id(&order.share_id),
             items: lines,
         });
     }
@@ -435,6 +436,7 @@ mod tests {
                 placed_by: None,
                 placed_at_ms: None,
                 note: None,
+                share_id: None,
             }],
             skipped: Default::default(),
         };

@@ -26,8 +26,6 @@ pub struct Snapshot {
     pub item_count: usize,
     /// What the family added for the vendor.
     pub note: Option<String>,
-    /// The vendor's link to this snapshot.
-    pub link: Option<String>,
     /// Named categories by name, then items with none.
     pub categories: Vec<SnapshotCategory>,
 }
@@ -58,7 +56,6 @@ impl Snapshot {
         list_name: &str,
         seq: i64,
         note: Option<String>,
-        link: Option<String>,
     ) -> Snapshot {
         let mut categories: Vec<SnapshotCategory> = Vec::new();
         let mut item_count = 0;
@@ -101,36 +98,38 @@ impl Snapshot {
             taken_at: Utc::now(),
             item_count,
             note,
-            link,
             categories,
         }
     }
 
     /// The WhatsApp text message: a heading with the version (so a rare
     /// duplicate send is recognisable), the items by category, the note
-    /// and the link; items that do not fit in [`MAX_TEXT_CHARS`] are
-    /// counted instead.
-    pub fn render_text(&self) -> String {
+    /// and the vendor's link; items that do not fit in [`MAX_TEXT_CHARS`]
+    /// are counted instead.
+    pub fn render_text(&self, link: Option<&str>) -> String {
         let mut head = format!(
             "🛒 {} from {} ({})\n",
-            one_line(&self.list_name),
-            one_line(&self.family),
+            short(&self.list_name, MAX_HEAD_PART),
+            short(&self.family, MAX_HEAD_PART),
             self.version
         );
         if let Some(note) = &self.note {
-            head.push_str(&format!("Note: {}\n", one_line(note)));
+            head.push_str(&format!("Note: {}\n", short(note, MAX_NOTE)));
         }
         let mut tail = format!("\n{} {}", self.item_count, plural(self.item_count));
-        if let Some(link) = &self.link {
-            tail.push_str(&format!(" · {link}"));
+        if let Some(link) = link {
+            tail.push_str(&format!(" · {}", short(link, MAX_HEAD_PART)));
         }
-        let budget = MAX_TEXT_CHARS - chars(&head) - chars(&tail) - 40;
+        let budget = MAX_TEXT_CHARS.saturating_sub(chars(&head) + chars(&tail) + 40);
         let mut body = String::new();
         let mut shown = 0;
         'outer: for category in &self.categories {
             let heading = format!(
                 "\n*{}*\n",
-                category.name.as_deref().map_or("Other".into(), one_line)
+                category
+                    .name
+                    .as_deref()
+                    .map_or("Other".into(), |n| short(n, MAX_HEAD_PART))
             );
             if chars(&body) + chars(&heading) > budget {
                 break;
@@ -161,7 +160,7 @@ impl Snapshot {
         let mut shown = 0;
         'outer: for category in &self.categories {
             let mut part = match &category.name {
-                Some(name) => format!("{}: ", one_line(name)),
+                Some(name) => format!("{}: ", short(name, MAX_HEAD_PART)),
                 None => String::new(),
             };
             let mut first = true;
@@ -199,13 +198,15 @@ impl Snapshot {
     }
 }
 
+/// An item on one line; a document written by hand may hold names of
+/// any length, so each part is cut.
 fn item_line(item: &SnapshotItem) -> String {
-    let mut line = one_line(&item.name);
+    let mut line = short(&item.name, MAX_HEAD_PART);
     if let Some(q) = &item.quantity {
-        line.push_str(&format!(" × {}", one_line(q)));
+        line.push_str(&format!(" × {}", short(q, MAX_HEAD_PART)));
     }
     if let Some(note) = &item.note {
-        line.push_str(&format!(" ({})", one_line(note)));
+        line.push_str(&format!(" ({})", short(note, MAX_HEAD_PART)));
     }
     if item.status == ItemStatus::InCart.as_str() {
         line.push_str(" [in cart]");
@@ -213,9 +214,25 @@ fn item_line(item: &SnapshotItem) -> String {
     line
 }
 
+/// Longest list name, family name or link in a message's heading.
+const MAX_HEAD_PART: usize = 200;
+/// Longest note in a message.
+const MAX_NOTE: usize = 500;
+
 /// Text with every run of whitespace (newlines, tabs) made one space.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// [`one_line`], cut to `max` characters (with `…` when cut).
+pub fn short(text: &str, max: usize) -> String {
+    let line = one_line(text);
+    if chars(&line) <= max {
+        return line;
+    }
+    let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 fn chars(text: &str) -> usize {
@@ -269,7 +286,7 @@ mod tests {
             item("Apples", ItemStatus::InCart, Some("Fruit"), Some("6")),
             item("Butter", ItemStatus::Needed, Some("Dairy"), None),
         ]);
-        let s = Snapshot::freeze(&doc, "Smiths", "Weekly", 42, None, None);
+        let s = Snapshot::freeze(&doc, "Smiths", "Weekly", 42, None);
         assert_eq!(s.version, "v42");
         assert_eq!(s.item_count, 4);
         let names: Vec<_> = s.categories.iter().map(|c| c.name.clone()).collect();
@@ -278,7 +295,7 @@ mod tests {
             vec![Some("Dairy".into()), Some("Fruit".into()), None],
             "named categories first, by name; no Bakery (all purchased)"
         );
-        let text = s.render_text();
+        let text = s.render_text(None);
         assert!(text.starts_with("🛒 Weekly from Smiths (v42)\n"), "{text}");
         assert!(text.contains("*Dairy*\n• Milk × 2 l\n• Butter\n"), "{text}");
         assert!(text.contains("• Apples × 6 [in cart]"), "{text}");
@@ -302,15 +319,8 @@ mod tests {
                 )
             })
             .collect();
-        let s = Snapshot::freeze(
-            &list(items),
-            "Smiths",
-            "Weekly",
-            7,
-            Some("by 5pm".into()),
-            Some("https://larder.example/s/abc".into()),
-        );
-        let text = s.render_text();
+        let s = Snapshot::freeze(&list(items), "Smiths", "Weekly", 7, Some("by 5pm".into()));
+        let text = s.render_text(Some("https://larder.example/s/abc"));
         assert!(text.chars().count() <= MAX_TEXT_CHARS, "{}", text.len());
         assert!(text.contains("more items"), "{text}");
         assert!(text.ends_with("2000 items · https://larder.example/s/abc"));
@@ -321,9 +331,67 @@ mod tests {
     }
 
     #[test]
+    fn odd_characters_reach_the_text_as_typed_on_one_line_each() {
+        let mut bread = item("לחם\nטרי", ItemStatus::Needed, Some("מאפייה"), None);
+        bread.note = Some("فريش\tجدا".into());
+        let doc = list(vec![
+            item(
+                "<script>alert(1)</script>",
+                ItemStatus::Needed,
+                Some("Dairy 🥛"),
+                None,
+            ),
+            item(
+                "🍎 Apples",
+                ItemStatus::InCart,
+                Some("Dairy 🥛"),
+                Some("6 🍏"),
+            ),
+            bread,
+        ]);
+        let s = Snapshot::freeze(&doc, "O'Brien & <Sons>", "Weekly", 5, None);
+        let text = s.render_text(None);
+        assert!(
+            text.starts_with("🛒 Weekly from O'Brien & <Sons> (v5)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "*Dairy 🥛*\n• <script>alert(1)</script>\n• 🍎 Apples × 6 🍏 [in cart]\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("*מאפייה*\n• לחם טרי (فريش جدا)\n"), "{text}");
+        assert_eq!(
+            s.render_line(700),
+            "Dairy 🥛: <script>alert(1)</script>, 🍎 Apples × 6 🍏 [in cart]; מאפייה: לחם טרי (فريش جدا)"
+        );
+    }
+
+    #[test]
+    fn huge_names_are_cut_and_the_text_stays_within_the_limit() {
+        let doc = list(vec![
+            item(&"n".repeat(10_000), ItemStatus::Needed, None, None),
+            item("Tea", ItemStatus::Needed, None, None),
+        ]);
+        let name = "L".repeat(10_000);
+        let s = Snapshot::freeze(&doc, &"F".repeat(10_000), &name, 3, Some("x".repeat(9_000)));
+        let text = s.render_text(Some("https://larder.example/s/abc"));
+        assert!(
+            text.chars().count() <= MAX_TEXT_CHARS,
+            "{}",
+            text.chars().count()
+        );
+        assert!(
+            text.contains("• Tea"),
+            "the items that fit are there: {text}"
+        );
+    }
+
+    #[test]
     fn an_empty_list_says_so() {
-        let s = Snapshot::freeze(&list(Vec::new()), "Smiths", "Weekly", 1, None, None);
-        assert!(s.render_text().contains("Nothing is needed right now."));
+        let s = Snapshot::freeze(&list(Vec::new()), "Smiths", "Weekly", 1, None);
+        assert!(s.render_text(None).contains("Nothing is needed right now."));
         assert_eq!(s.render_line(100), "nothing needed");
     }
 }

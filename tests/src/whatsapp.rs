@@ -27,6 +27,8 @@ pub const TOKEN: &str = "test-whatsapp-token";
 pub const APP_SECRET: &str = "test-app-secret";
 /// The webhook verify token.
 pub const VERIFY_TOKEN: &str = "test-verify-token";
+/// The public address vendor links point to.
+pub const PUBLIC_URL: &str = "https://larder.test";
 
 /// How the fake answers one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +257,7 @@ pub fn configure(config: &mut larder_server::Config, fake: &FakeGraph) {
     w.whatsapp_poll_ms = 50;
     w.whatsapp_request_timeout_ms = 2_000;
     w.whatsapp_vendor_interval_ms = 0;
+    w.public_url = Some(PUBLIC_URL.into());
 }
 
 /// Sets the webhook's app secret and verify token only (sends stay off).

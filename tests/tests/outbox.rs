@@ -256,6 +256,42 @@ async fn a_closed_window_turns_the_text_into_the_template() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_failed_later_for_a_closed_window_goes_again_as_the_template() {
+    let fake = FakeGraph::start().await;
+    let f = Family::start(TestDatabase::create().await, |c| {
+        whatsapp::configure(c, &fake)
+    })
+    .await;
+    f.edit("Milk").await;
+    let shop = f.vendor("+447700900123").await;
+    f.deliver(&whatsapp::message_delivery(
+        "447700900123",
+        "wamid.IN1",
+        "hello",
+        chrono::Utc::now().timestamp(),
+    ))
+    .await;
+    let share = f.share(shop).await;
+    f.wait_status(share, "sent").await;
+    let text = fake.requests()[0].clone();
+    assert_eq!(text.kind(), "text");
+    // WhatsApp accepted it, then reports it failed: the window had closed.
+    let mut failed = whatsapp::status_delivery(
+        text.wamid.as_deref().unwrap(),
+        "failed",
+        Some(share),
+        chrono::Utc::now().timestamp(),
+    );
+    failed["entry"][0]["changes"][0]["value"]["statuses"][0]["errors"][0]["code"] = json!(131047);
+    f.deliver(&failed).await;
+    let sent = fake.wait_requests(2, Duration::from_secs(10)).await;
+    assert_eq!(sent[1].kind(), "template");
+    assert_eq!(sent[1].share_id(), share);
+    let shown = f.wait_status(share, "sent").await;
+    assert!(shown["error"].is_null(), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_stops_sending_while_the_api_fails_and_resumes_by_itself() {
     let fake = FakeGraph::start().await;
     fake.script([
@@ -363,7 +399,7 @@ async fn a_timeout_after_the_request_went_out_waits_for_the_webhook_instead_of_r
     // The status settled the job: nothing is left that could send again.
     let database = f.db.open(1).await;
     eventually("the job is done", Duration::from_secs(5), || async {
-        database.vendors.outbox_depth().await.expect("depth").jobs == 0
+        database.outbox.outbox_depth().await.expect("depth").jobs == 0
     })
     .await;
     let before_marker = f.marker(&fake, "+447700900999").await;
@@ -463,7 +499,7 @@ async fn a_job_claimed_by_a_replica_that_died_is_sent_once_its_lease_runs_out() 
     let database = f.db.open(2).await;
     let lease = Duration::from_secs(2);
     let claimed = database
-        .vendors
+        .outbox
         .claim_job(
             "replica-that-died",
             chrono::Utc::now(),

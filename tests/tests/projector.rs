@@ -234,6 +234,7 @@ async fn live_edits_are_projected_into_rows_with_counts_and_orders() {
                     placed_by: Some("tester".into()),
                     placed_at_ms: 1_700_000_000_000,
                     note: None,
+                    share_id: None,
                 },
             )
             .expect("valid order")

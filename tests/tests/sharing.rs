@@ -287,7 +287,15 @@ async fn a_share_goes_out_as_a_template_then_as_text_once_the_vendor_writes() {
         "the version is in the text: {text}"
     );
     assert!(text.contains("• Eggs × 12"), "{text}");
-    assert!(text.contains("/s/"), "the link is in the text: {text}");
+    assert!(
+        text.contains(&format!("{}/s/", whatsapp::PUBLIC_URL)),
+        "the link on the public address is in the text: {text}"
+    );
+    assert_eq!(
+        second["link"].as_str().map(|l| text.contains(l)),
+        Some(true),
+        "the family sees the link the vendor got: {second}"
+    );
     f.wait_status(json_uuid(&second["id"]), "sent").await;
     assert_eq!(fake.requests().len(), 2, "repeated taps sent nothing more");
 }
@@ -458,4 +466,61 @@ async fn the_vendor_page_shows_the_frozen_list_escaped_and_stops_when_revoked() 
     let shown = f.get_share(json_uuid(&share["id"])).await;
     assert!(shown["link_revoked_at"].is_string());
     assert!(shown["sync_token"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_answers_the_share_it_was_placed_from() {
+    let f = Family::start(|_| {}).await;
+    let shop = f.vendor("Corner shop", "+447700900123").await;
+    let greens = f.vendor("Greengrocer", "+447700900456").await;
+    let milk = f.item(json!({"name": "Milk", "quantity": "2"})).await;
+    let (_, share) = f.share(shop).await;
+    let share_id = json_uuid(&share["id"]);
+    let orders = format!("/v1/lists/{}/orders?wait=projected", f.list);
+
+    let (status, order) = f
+        .call(
+            "POST",
+            &orders,
+            Some(json!({"share_id": share_id, "item_ids": [milk]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(json_uuid(&order["share_id"]), share_id);
+    assert_eq!(json_uuid(&order["vendor_id"]), shop, "the share's vendor");
+    let (status, stored) = f
+        .call(
+            "GET",
+            &format!("/v1/orders/{}", order["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(
+        json_uuid(&stored["share_id"]),
+        share_id,
+        "projected with its share"
+    );
+
+    let (status, body) = f
+        .call(
+            "POST",
+            &orders,
+            Some(json!({"share_id": share_id, "vendor_id": greens, "item_ids": [milk]})),
+        )
+        .await;
+    assert_eq!(status, 422, "another vendor than the share's: {body}");
+    let other_list = f.app.create_list(&f.owner, f.family, "Party").await;
+    let (status, body) = f
+        .call(
+            "POST",
+            &format!("/v1/lists/{other_list}/orders"),
+            Some(json!({"share_id": share_id, "item_ids": [milk]})),
+        )
+        .await;
+    assert_eq!(status, 422, "a share of another list: {body}");
+    let (status, body) = f
+        .call("POST", &orders, Some(json!({"item_ids": [milk]})))
+        .await;
+    assert_eq!(status, 422, "neither vendor nor share: {body}");
 }

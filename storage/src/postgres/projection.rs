@@ -119,17 +119,28 @@ impl ProjectionStore for PgProjections {
         .await?;
         let known_vendors: std::collections::HashSet<Uuid> =
             known_vendors.into_iter().map(|(id,)| id).collect();
+        // So is a share id that names no share of this list.
+        let share_ids: Vec<Uuid> = orders.iter().filter_map(|o| o.share_id).collect();
+        let known_shares: Vec<(Uuid,)> =
+            sqlx::query_as("SELECT id FROM vendor_shares WHERE id = ANY($1) AND list_id = $2")
+                .bind(&share_ids)
+                .bind(list_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let known_shares: std::collections::HashSet<Uuid> =
+            known_shares.into_iter().map(|(id,)| id).collect();
         sqlx::query(
-            "INSERT INTO orders (id, list_id, vendor_id, status, placed_by, placed_at, note, projected_seq) \
-             SELECT o.id, $1, o.vendor_id, o.status, o.placed_by, o.placed_at, o.note, $8 \
-             FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[], $7::text[]) \
-                 AS o(id, vendor_id, status, placed_by, placed_at, note) \
+            "INSERT INTO orders (id, list_id, vendor_id, status, placed_by, placed_at, note, share_id, \
+                 projected_seq) \
+             SELECT o.id, $1, o.vendor_id, o.status, o.placed_by, o.placed_at, o.note, o.share_id, $9 \
+             FROM UNNEST($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::timestamptz[], $7::text[], \
+                 $8::uuid[]) AS o(id, vendor_id, status, placed_by, placed_at, note, share_id) \
              ON CONFLICT (id) DO UPDATE SET vendor_id = EXCLUDED.vendor_id, status = EXCLUDED.status, \
                  placed_by = EXCLUDED.placed_by, placed_at = EXCLUDED.placed_at, note = EXCLUDED.note, \
-                 projected_seq = EXCLUDED.projected_seq \
+                 share_id = EXCLUDED.share_id, projected_seq = EXCLUDED.projected_seq \
              WHERE orders.list_id = EXCLUDED.list_id AND (orders.vendor_id, orders.status, orders.placed_by, \
-                 orders.placed_at, orders.note) IS DISTINCT FROM (EXCLUDED.vendor_id, EXCLUDED.status, \
-                 EXCLUDED.placed_by, EXCLUDED.placed_at, EXCLUDED.note)",
+                 orders.placed_at, orders.note, orders.share_id) IS DISTINCT FROM (EXCLUDED.vendor_id, \
+                 EXCLUDED.status, EXCLUDED.placed_by, EXCLUDED.placed_at, EXCLUDED.note, EXCLUDED.share_id)",
         )
         .bind(list_id)
         .bind(&order_ids)
@@ -143,6 +154,12 @@ impl ProjectionStore for PgProjections {
         .bind(orders.iter().map(|o| o.placed_by.clone()).collect::<Vec<_>>())
         .bind(orders.iter().map(|o| o.placed_at).collect::<Vec<_>>())
         .bind(orders.iter().map(|o| o.note.clone()).collect::<Vec<_>>())
+        .bind(
+            orders
+                .iter()
+                .map(|o| o.share_id.filter(|s| known_shares.contains(s)))
+                .collect::<Vec<_>>(),
+        )
         .bind(seq)
         .execute(&mut *tx)
         .await?;
@@ -310,7 +327,7 @@ impl ProjectionStore for PgProjections {
     ) -> DirResult<Vec<OrderRecord>> {
         let heads = sqlx::query_as::<_, OrderHead>(
             "SELECT o.id, o.list_id, l.family_id, o.vendor_id, o.status, o.placed_by, o.placed_at, \
-                 o.note, o.projected_seq FROM orders o JOIN grocery_lists l ON l.id = o.list_id \
+                 o.note, o.share_id, o.projected_seq FROM orders o JOIN grocery_lists l ON l.id = o.list_id \
              WHERE l.family_id = $1 AND l.deleted_at IS NULL AND ($2::text IS NULL OR o.status = $2) \
              AND ($3::uuid IS NULL OR o.id > $3) ORDER BY o.id LIMIT $4",
         )
@@ -326,7 +343,7 @@ impl ProjectionStore for PgProjections {
     async fn order(&self, id: Uuid) -> DirResult<Option<OrderRecord>> {
         let heads = sqlx::query_as::<_, OrderHead>(
             "SELECT o.id, o.list_id, l.family_id, o.vendor_id, o.status, o.placed_by, o.placed_at, \
-                 o.note, o.projected_seq FROM orders o JOIN grocery_lists l ON l.id = o.list_id \
+                 o.note, o.share_id, o.projected_seq FROM orders o JOIN grocery_lists l ON l.id = o.list_id \
              WHERE o.id = $1",
         )
         .bind(id)

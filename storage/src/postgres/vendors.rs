@@ -4,6 +4,9 @@
 
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::outbox::queries::{claim_select, rank};
+use crate::vendors::queries::share_select;
+
 /// Vendors, shares and the outbox in PostgreSQL.
 #[derive(Clone, Debug)]
 pub struct PgVendors {
@@ -28,6 +31,5 @@ impl PgVendors {
     }
 }
 
-use crate::vendors::queries::{claim_select, rank, share_select};
-
-crate::vendors::vendor_store!(PgVendors, " FOR UPDATE OF j SKIP LOCKED");
+crate::vendors::vendor_store!(PgVendors);
+crate::outbox::outbox_store!(PgVendors, " FOR UPDATE OF j SKIP LOCKED");

@@ -166,16 +166,29 @@ async fn write_orders(
             }
             _ => None,
         };
+        // So is a share id that names no share of this list.
+        let share = match order.share_id {
+            Some(share) => {
+                let known: Option<(i64,)> =
+                    sqlx::query_as("SELECT 1 FROM vendor_shares WHERE id = $1 AND list_id = $2")
+                        .bind(share)
+                        .bind(list_id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                known.map(|_| share)
+            }
+            None => None,
+        };
         sqlx::query(
             "INSERT INTO orders (id, list_id, vendor_id, status, placed_by, placed_at, note, projected_seq, \
-                 created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+                 created_at, updated_at, share_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10) \
              ON CONFLICT (id) DO UPDATE SET vendor_id = excluded.vendor_id, status = excluded.status, \
                  placed_by = excluded.placed_by, placed_at = excluded.placed_at, note = excluded.note, \
-                 projected_seq = excluded.projected_seq, updated_at = $9 \
-             WHERE (orders.vendor_id, orders.status, orders.placed_by, orders.placed_at, orders.note) \
-                 IS NOT (excluded.vendor_id, excluded.status, excluded.placed_by, excluded.placed_at, \
-                 excluded.note)",
+                 share_id = excluded.share_id, projected_seq = excluded.projected_seq, updated_at = $9 \
+             WHERE (orders.vendor_id, orders.status, orders.placed_by, orders.placed_at, orders.note, \
+                 orders.share_id) IS NOT (excluded.vendor_id, excluded.status, excluded.placed_by, \
+                 excluded.placed_at, excluded.note, excluded.share_id)",
         )
         .bind(order.order_id)
         .bind(list_id)
@@ -186,6 +199,7 @@ async fn write_orders(
         .bind(&order.note)
         .bind(seq)
         .bind(now)
+        .bind(share)
         .execute(&mut **tx)
         .await?;
         let lines: Vec<(Option<Uuid>, String, Option<String>)> = sqlx::query_as(
@@ -363,7 +377,7 @@ impl ProjectionStore for SqliteProjections {
     ) -> DirResult<Vec<OrderRecord>> {
         let heads = sqlx::query_as::<_, OrderHead>(
             "SELECT o.id, o.list_id, l.family_id, o.vendor_id, o.status, o.placed_by, o.placed_at, \
-                 o.note, o.projected_seq FROM orders o JOIN grocery_lists l ON l.id = o.list_id \
+                 o.note, o.share_id, o.projected_seq FROM orders o JOIN grocery_lists l ON l.id = o.list_id \
              WHERE l.family_id = $1 AND l.deleted_at IS NULL AND ($2 IS NULL OR o.status = $2) \
              AND ($3 IS NULL OR o.id > $3) ORDER BY o.id LIMIT $4",
         )
@@ -379,7 +393,7 @@ impl ProjectionStore for SqliteProjections {
     async fn order(&self, id: Uuid) -> DirResult<Option<OrderRecord>> {
         let heads = sqlx::query_as::<_, OrderHead>(
             "SELECT o.id, o.list_id, l.family_id, o.vendor_id, o.status, o.placed_by, o.placed_at, \
-                 o.note, o.projected_seq FROM orders o JOIN grocery_lists l ON l.id = o.list_id \
+                 o.note, o.share_id, o.projected_seq FROM orders o JOIN grocery_lists l ON l.id = o.list_id \
              WHERE o.id = $1",
         )
         .bind(id)

@@ -4,6 +4,9 @@
 
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
+use crate::outbox::queries::{claim_select, rank};
+use crate::vendors::queries::share_select;
+
 use super::SqliteDb;
 
 /// Vendors, shares and the outbox in SQLite.
@@ -30,6 +33,5 @@ impl SqliteVendors {
     }
 }
 
-use crate::vendors::queries::{claim_select, rank, share_select};
-
-crate::vendors::vendor_store!(SqliteVendors, "");
+crate::vendors::vendor_store!(SqliteVendors);
+crate::outbox::outbox_store!(SqliteVendors, "");

@@ -76,6 +76,8 @@ pub struct TokenKeys {
     /// Key of the refresh-token successor derivation (derived from the
     /// secret, never the secret itself).
     successor_key: [u8; 32],
+    /// Key of share page tokens (derived from the secret).
+    page_key: [u8; 32],
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -100,11 +102,15 @@ impl TokenKeys {
         let mut successor = Sha256::new();
         successor.update(b"larder refresh-token successor key\0");
         successor.update(secret);
+        let mut page = Sha256::new();
+        page.update(b"larder share page key\0");
+        page.update(secret);
         Ok(TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
             successor_key: successor.finalize().into(),
+            page_key: page.finalize().into(),
         })
     }
 
@@ -170,6 +176,18 @@ impl TokenKeys {
             .expect("HMAC takes a key of any length");
         mac.update(refresh_token.as_bytes());
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// The token of a share's vendor page (`/s/{token}`): 128 bits derived
+    /// from the share id with the server's secret, so it is never stored
+    /// (only its hash is, to find the share) yet can be shown again.
+    pub fn share_page_token(&self, share_id: Uuid) -> String {
+        use hmac::{Mac, SimpleHmac};
+        let mut mac = SimpleHmac::<Sha256>::new_from_slice(&self.page_key)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"share page\0");
+        mac.update(share_id.as_bytes());
+        URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..16])
     }
 
     /// A token with any expiry, in the past too (tests of expiry use it).

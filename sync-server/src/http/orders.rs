@@ -49,6 +49,8 @@ pub struct OrderView {
     pub placed_by: Option<String>,
     pub placed_at: Option<DateTime<Utc>>,
     pub note: Option<String>,
+    /// The share (the snapshot sent to the vendor) the order answers.
+    pub share_id: Option<Uuid>,
     pub items: Vec<OrderLineView>,
 }
 
@@ -62,6 +64,7 @@ impl From<OrderRecord> for OrderView {
             placed_by: o.placed_by,
             placed_at: o.placed_at,
             note: o.note,
+            share_id: o.share_id,
             items: o
                 .items
                 .into_iter()
@@ -105,8 +108,13 @@ impl From<OrderStatusField> for OrderStatus {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrderRequest {
-    /// A vendor of the list's family.
-    pub vendor_id: Uuid,
+    /// A vendor of the list's family; may be left out when `share_id`
+    /// names the share the order answers (its vendor is taken).
+    #[serde(default)]
+    pub vendor_id: Option<Uuid>,
+    /// A share of this list the order answers.
+    #[serde(default)]
+    pub share_id: Option<Uuid>,
     /// Items of the list to order (1 to 200); their names and quantities
     /// are copied into the order.
     pub item_ids: Vec<Uuid>,
@@ -118,6 +126,9 @@ impl Validate for NewOrderRequest {
     fn validate(&self) -> Result<(), String> {
         if self.item_ids.is_empty() || self.item_ids.len() > 200 {
             return Err("item_ids must hold 1 to 200 items".to_owned());
+        }
+        if self.vendor_id.is_none() && self.share_id.is_none() {
+            return Err("give vendor_id, share_id or both".to_owned());
         }
         text("note", &self.note)
     }
@@ -168,15 +179,37 @@ async fn place_order(
     let row = live_list(&state, list_id, &caller).await?;
     state.limit_writes(&caller).await?;
     let request = body.value;
+    let share = match request.share_id {
+        Some(share_id) => Some(
+            state
+                .vendors
+                .share(share_id)
+                .await?
+                .filter(|s| s.list_id == list_id)
+                .ok_or_else(|| ApiError::invalid("share_id is not a share of this list"))?,
+        ),
+        None => None,
+    };
+    let vendor_id = match (request.vendor_id, &share) {
+        (Some(vendor), Some(share)) if vendor != share.vendor_id => {
+            return Err(ApiError::invalid(
+                "vendor_id is not the vendor the share was sent to",
+            ));
+        }
+        (Some(vendor), _) => vendor,
+        (None, Some(share)) => share.vendor_id,
+        (None, None) => return Err(ApiError::invalid("give vendor_id, share_id or both")),
+    };
     if !state
         .projections
-        .is_family_vendor(row.family_id, request.vendor_id)
+        .is_family_vendor(row.family_id, vendor_id)
         .await?
     {
         return Err(ApiError::invalid(
             "vendor_id is not a vendor of this family",
         ));
     }
+    let share_id = share.map(|s| s.id);
     let id = new_id(None, &headers, &caller, list_id)?;
     let user = caller.user_id.to_string();
     let placed_at_ms = Utc::now().timestamp_millis();
@@ -203,7 +236,8 @@ async fn place_order(
                 txn,
                 &NewOrder {
                     id: key.clone(),
-                    vendor_id: request.vendor_id.to_string(),
+                    vendor_id: vendor_id.to_string(),
+                    share_id: share_id.map(|s| s.to_string()),
                     items: lines,
                     placed_by: Some(user),
                     placed_at_ms,
@@ -229,6 +263,10 @@ async fn place_order(
         placed_by: order.placed_by,
         placed_at: order.placed_at_ms.and_then(DateTime::from_timestamp_millis),
         note: order.note,
+        share_id: order
+            .share_id
+            .as_deref()
+            .and_then(|s| Uuid::parse_str(s).ok()),
         items: order
             .items
             .into_iter()

@@ -271,7 +271,6 @@ mod tests {
             taken_at: Utc::now(),
             item_count: 2,
             note: Some("\"quoted\" note".into()),
-            link: None,
             categories: vec![SnapshotCategory {
                 name: Some("חלב 🥛".into()),
                 items: vec![

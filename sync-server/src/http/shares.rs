@@ -22,7 +22,7 @@ use super::check::text;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Caller, Validate};
 use super::pages::{next_page, page_limit};
 use crate::app::AppState;
-use crate::auth::tokens::{hash_secret, random_token};
+use crate::auth::tokens::hash_secret;
 use crate::error::{ApiError, ErrorBody};
 use crate::snapshot::Snapshot;
 
@@ -155,8 +155,13 @@ pub struct ShareQuery {
     pub cursor: Option<Uuid>,
 }
 
-/// A share as the family sees it, with its statuses and replies.
-async fn share_view(state: &AppState, share: Share) -> Result<ShareView, ApiError> {
+/// A share as the family sees it, with its statuses and replies; its
+/// link on `base`.
+async fn share_view(
+    state: &AppState,
+    share: Share,
+    base: Option<&str>,
+) -> Result<ShareView, ApiError> {
     let snapshot: Snapshot = serde_json::from_str(&share.snapshot)
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("share {} snapshot: {e}", share.id)))?;
     let statuses = state.vendors.share_statuses(share.id).await?;
@@ -187,7 +192,7 @@ async fn share_view(state: &AppState, share: Share) -> Result<ShareView, ApiErro
             message,
         }),
         note: share.note,
-        link: snapshot.link.clone(),
+        link: base.map(|b| format!("{b}/s/{}", state.tokens.share_page_token(share.id))),
         link_expires_at: share.link_expires_at,
         link_revoked_at: share.link_revoked_at,
         sync_token,
@@ -199,11 +204,12 @@ async fn share_view(state: &AppState, share: Share) -> Result<ShareView, ApiErro
     })
 }
 
-/// Where vendor links point: the configured public URL, else the address
-/// the request came to.
+/// Where the family's view of a vendor link points: the configured public
+/// URL, else the address the request came to. (Messages to vendors only
+/// ever carry the configured one.)
 fn public_base(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    if let Some(url) = &state.config.whatsapp.public_url {
-        return Some(url.trim_end_matches('/').to_owned());
+    if let Some(url) = state.config.whatsapp.public_url() {
+        return Some(url);
     }
     let host = headers.get(header::HOST)?.to_str().ok()?;
     let plausible = !host.is_empty()
@@ -273,35 +279,50 @@ async fn create_share(
     state.limit_writes(&caller).await?;
     let family = require_member(&state, row.family_id, &caller).await?;
     let (list, seq) = read_list(&state, list_id).await?;
-    let token = random_token(16);
-    let link = public_base(&state, &headers).map(|base| format!("{base}/s/{token}"));
+    let id = Uuid::now_v7();
+    let token = state.tokens.share_page_token(id);
     let list_name = list.meta.name.clone().unwrap_or_else(|| row.name.clone());
     let note = request.note.filter(|n| !n.trim().is_empty());
-    let snapshot = Snapshot::freeze(&list, &family.name, &list_name, seq, note.clone(), link);
-    let hours = state.config.whatsapp.share_link_hours.max(1);
+    let snapshot = Snapshot::freeze(&list, &family.name, &list_name, seq, note.clone());
+    let hours = state.config.whatsapp.share_link_hours();
     let created = state
         .vendors
         .create_share(&NewShare {
-            id: Uuid::now_v7(),
+            id,
             list_id,
             vendor_id: vendor.id,
             shared_by: caller.user_id,
             snapshot_seq: seq,
             snapshot: serde_json::to_string(&snapshot).map_err(|e| ApiError::Internal(e.into()))?,
-            rendered_text: snapshot.render_text(),
+            rendered_text: snapshot.render_text(
+                state
+                    .config
+                    .whatsapp
+                    .public_url()
+                    .map(|base| format!("{base}/s/{token}"))
+                    .as_deref(),
+            ),
             note,
             page_token_hash: hash_secret(&token),
-            link_expires_at: Utc::now() + chrono::Duration::hours(i64::from(hours)),
+            link_expires_at: Utc::now() + chrono::Duration::hours(hours),
             detail: state.config.whatsapp.disabled_reason().map(str::to_owned),
         })
         .await?;
+    let base = public_base(&state, &headers);
     match created {
         ShareCreated::New(share) => {
             tracing::info!(share_id = %share.id, %list_id, version = %snapshot.version, "list shared");
             state.outbox_wake.notify_one();
-            Ok((StatusCode::CREATED, Json(share_view(&state, share).await?)))
+            let view = share_view(&state, share, base.as_deref()).await?;
+            Ok((StatusCode::CREATED, Json(view)))
         }
-        ShareCreated::Exists(share) => Ok((StatusCode::OK, Json(share_view(&state, share).await?))),
+        ShareCreated::Exists(share) => {
+            if share.status == "pending" {
+                state.outbox_wake.notify_one();
+            }
+            let view = share_view(&state, share, base.as_deref()).await?;
+            Ok((StatusCode::OK, Json(view)))
+        }
     }
 }
 
@@ -317,6 +338,7 @@ async fn list_shares(
     caller: Caller,
     ApiPath(list_id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<ShareQuery>,
+    headers: HeaderMap,
 ) -> Result<Json<SharePage>, ApiError> {
     visible_list(&state, list_id, &caller).await?;
     let limit = page_limit(query.limit)?;
@@ -325,9 +347,10 @@ async fn list_shares(
         .list_shares(list_id, query.cursor, limit + 1)
         .await?;
     let next_cursor = next_page(&mut rows, limit, |s| s.id);
+    let base = public_base(&state, &headers);
     let mut shares = Vec::with_capacity(rows.len());
     for share in rows {
-        shares.push(share_view(&state, share).await?);
+        shares.push(share_view(&state, share, base.as_deref()).await?);
     }
     Ok(Json(SharePage {
         shares,
@@ -361,9 +384,11 @@ async fn get_share(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(share_id): ApiPath<Uuid>,
+    headers: HeaderMap,
 ) -> Result<Json<ShareView>, ApiError> {
     let share = visible_share(&state, share_id, &caller).await?;
-    Ok(Json(share_view(&state, share).await?))
+    let base = public_base(&state, &headers);
+    Ok(Json(share_view(&state, share, base.as_deref()).await?))
 }
 
 /// Revokes the share's vendor link: its page and its sync token stop at

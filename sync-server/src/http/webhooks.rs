@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
-use larder_storage::vendors::StatusApplied;
+use larder_storage::outbox::StatusApplied;
 use secrecy::ExposeSecret;
 use serde_json::json;
 use sha2::Sha256;
@@ -28,6 +28,9 @@ use crate::whatsapp::webhook::{Event, Payload, signature_is_valid};
 const MAX_DELIVERY_BYTES: usize = 1024 * 1024;
 /// Longest verification challenge echoed.
 const MAX_CHALLENGE: usize = 256;
+/// Most statuses and messages taken from one delivery (Meta batches far
+/// fewer); a larger one is refused whole.
+const MAX_EVENTS: usize = 1000;
 
 pub fn router() -> Router<AppState> {
     Router::new().route(
@@ -116,11 +119,19 @@ async fn deliver(
         // Not ours to read; acknowledged so it is not retried.
         return Ok(Json(json!({ "received": 0 })).into_response());
     }
+    let events = payload.events(state.config.whatsapp.whatsapp_phone_number_id.as_deref());
+    if events.len() > MAX_EVENTS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            format!("a delivery may hold at most {MAX_EVENTS} statuses and messages"),
+        ));
+    }
     let mut received = 0;
-    for event in payload.events() {
+    for event in events {
         match event {
             Event::Status(status, share_id) => {
-                let applied = state.vendors.record_status(&status, share_id).await?;
+                let applied = state.outbox.record_status(&status, share_id).await?;
                 let result = match applied {
                     StatusApplied::Applied(_) => "applied",
                     StatusApplied::Duplicate => "duplicate",
@@ -133,10 +144,14 @@ async fn deliver(
                     tracing::debug!(%share_id, wamid = %status.wamid, status = %status.status, "share status");
                 }
             }
-            Event::Reply(reply) => {
+            Event::Reply(reply, context) => {
                 let fresh = state
-                    .vendors
-                    .record_reply(&reply, std::time::Duration::from_secs(24 * 3600))
+                    .outbox
+                    .record_reply(
+                        &reply,
+                        context.as_deref(),
+                        std::time::Duration::from_secs(24 * 3600),
+                    )
                     .await?;
                 metrics::counter!("larder_whatsapp_webhook_replies_total",
                     "result" => if fresh { "stored" } else { "duplicate" })

@@ -62,7 +62,7 @@ impl Breaker {
 
     /// When a request may go out again, if not now.
     pub fn retry_at(&self) -> Option<Instant> {
-        self.open_until
+        self.open_until.filter(|&until| until > Instant::now())
     }
 
     /// Gives back a half-open trial that made no request.

@@ -150,6 +150,34 @@ impl WhatsAppConfig {
         }
     }
 
+    /// The public address without a trailing `/`, when configured.
+    pub fn public_url(&self) -> Option<String> {
+        self.public_url
+            .as_deref()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .filter(|u| !u.is_empty())
+    }
+
+    /// Lifetime of vendor links, 1 hour to a year.
+    pub fn share_link_hours(&self) -> i64 {
+        i64::from(self.share_link_hours.clamp(1, 24 * 366))
+    }
+
+    /// Checks what start-up can check: the template parameters and the
+    /// public address.
+    pub fn check(&self) -> Result<(), String> {
+        self.template_params()
+            .map_err(|e| format!("LARDER_WHATSAPP_TEMPLATE_PARAMS: {e}"))?;
+        if let Some(url) = self.public_url()
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(format!(
+                "LARDER_PUBLIC_URL must start with https:// or http://, not {url:?}"
+            ));
+        }
+        Ok(())
+    }
+
     pub fn vendor_interval(&self) -> Duration {
         Duration::from_millis(self.whatsapp_vendor_interval_ms)
     }

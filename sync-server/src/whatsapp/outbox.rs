@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use larder_storage::vendors::{ClaimedJob, JobOutcome, MessageKind, Vendors};
+use larder_storage::outbox::{ClaimedJob, JobOutcome, MessageKind, Outbox};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -25,23 +25,24 @@ use super::breaker::Breaker;
 use super::client::{GraphClient, Message, SendError};
 use super::config::{TemplateParam, WhatsAppConfig};
 use super::policy::{self, Decision};
-use crate::snapshot::Snapshot;
+use crate::auth::tokens::TokenKeys;
+use crate::snapshot::{Snapshot, short};
 
 /// How often the outbox depth gauges are refreshed.
 const DEPTH_EVERY: Duration = Duration::from_secs(5);
 
 /// Starts the worker (or, with sends off, only the depth gauges).
 pub fn spawn(
-    vendors: Vendors,
+    outbox: Outbox,
     config: WhatsAppConfig,
+    tokens: Arc<TokenKeys>,
     worker_id: String,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
-    let params = config
-        .template_params()
-        .map_err(|e| anyhow::anyhow!("LARDER_WHATSAPP_TEMPLATE_PARAMS: {e}"))?;
+    config.check().map_err(|e| anyhow::anyhow!(e))?;
+    let params = config.template_params().map_err(|e| anyhow::anyhow!(e))?;
     let client = match (&config.whatsapp_token, &config.whatsapp_phone_number_id) {
         (Some(token), Some(number_id)) => Some(GraphClient::new(
             &config.whatsapp_api_base,
@@ -57,18 +58,24 @@ pub fn spawn(
             "WhatsApp sending is off (set LARDER_WHATSAPP_TOKEN and \
              LARDER_WHATSAPP_PHONE_NUMBER_ID): shares stay pending"
         );
-        tracker.spawn(watch_depth(vendors, shutdown));
+        tracker.spawn(watch_depth(outbox, shutdown));
         return Ok(());
     };
+    if config.public_url().is_none() {
+        tracing::warn!(
+            "LARDER_PUBLIC_URL is not set: messages to vendors carry no link to the list"
+        );
+    }
     tracing::info!(api = %config.whatsapp_api_base, "WhatsApp outbox worker started");
     let worker = Worker {
         breaker: Breaker::new(config.whatsapp_breaker_failures, config.breaker_cooldown()),
         send_interval: Duration::from_secs(1) / config.whatsapp_sends_per_second.max(1),
         next_send: Instant::now(),
-        vendors,
+        outbox,
         client,
         config,
         params,
+        tokens,
         worker_id,
     };
     tracker.spawn(worker.run(wake, shutdown));
@@ -76,9 +83,9 @@ pub fn spawn(
 }
 
 /// Only the depth gauges, when nothing is sent.
-async fn watch_depth(vendors: Vendors, shutdown: CancellationToken) {
+async fn watch_depth(outbox: Outbox, shutdown: CancellationToken) {
     loop {
-        record_depth(&vendors).await;
+        record_depth(&outbox).await;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(DEPTH_EVERY) => {}
@@ -86,8 +93,8 @@ async fn watch_depth(vendors: Vendors, shutdown: CancellationToken) {
     }
 }
 
-async fn record_depth(vendors: &Vendors) {
-    match vendors.outbox_depth().await {
+async fn record_depth(outbox: &Outbox) {
+    match outbox.outbox_depth().await {
         Ok(depth) => {
             metrics::gauge!("larder_outbox_depth").set(depth.jobs as f64);
             let age = depth
@@ -101,10 +108,12 @@ async fn record_depth(vendors: &Vendors) {
 }
 
 struct Worker {
-    vendors: Vendors,
+    outbox: Outbox,
     client: GraphClient,
     config: WhatsAppConfig,
     params: Vec<TemplateParam>,
+    /// Derives each share's page token for its link.
+    tokens: Arc<TokenKeys>,
     worker_id: String,
     breaker: Breaker,
     /// Least time between two sends of this replica (the global rate).
@@ -121,7 +130,7 @@ impl Worker {
             }
             let now = Instant::now();
             if now >= depth_at {
-                record_depth(&self.vendors).await;
+                record_depth(&self.outbox).await;
                 depth_at = now + DEPTH_EVERY;
             }
             metrics::gauge!("larder_whatsapp_breaker_state").set(self.breaker.state(now).gauge());
@@ -134,7 +143,7 @@ impl Worker {
                 continue;
             }
             let claimed = self
-                .vendors
+                .outbox
                 .claim_job(
                     &self.worker_id,
                     Utc::now(),
@@ -147,6 +156,9 @@ impl Worker {
                     if let Err(e) = self.handle(job).await {
                         tracing::warn!(error = %e, "cannot record a send; the job will be retried");
                     }
+                    // A half-open trial that ended without an answer from
+                    // the API (nothing sent, lease lost) is given back.
+                    self.breaker.release_trial();
                 }
                 Ok(None) => {
                     // A claim that found nothing gives back an unneeded trial.
@@ -170,9 +182,7 @@ impl Worker {
     }
 
     async fn finish(&self, job: &ClaimedJob, outcome: JobOutcome) -> Result<(), sqlx::Error> {
-        self.vendors
-            .finish_job(job, &self.worker_id, &outcome)
-            .await
+        self.outbox.finish_job(job, &self.worker_id, &outcome).await
     }
 
     async fn handle(&mut self, job: ClaimedJob) -> Result<(), sqlx::Error> {
@@ -191,13 +201,8 @@ impl Worker {
                 )
                 .await;
         }
-        if job.attempts > self.config.whatsapp_max_attempts as i32 {
-            self.breaker.release_trial();
-            let message = format!("gave up after {} attempts", job.attempts - 1);
-            return self.finish(&job, failed(None, &message)).await;
-        }
         if let Some(started) = job.request_started_at {
-            let until = larder_storage::vendors::after(started, self.config.unsure_wait());
+            let until = larder_storage::outbox::after(started, self.config.unsure_wait());
             if now < until {
                 self.breaker.release_trial();
                 let error = "waiting for WhatsApp to report whether the last send arrived";
@@ -212,6 +217,11 @@ impl Worker {
                     .await;
             }
         }
+        if job.attempts > self.config.whatsapp_max_attempts as i32 {
+            self.breaker.release_trial();
+            let message = format!("gave up after {} attempts", job.attempts - 1);
+            return self.finish(&job, failed(None, &message)).await;
+        }
         let snapshot: Snapshot = match serde_json::from_str(&job.snapshot) {
             Ok(s) => s,
             Err(e) => {
@@ -220,21 +230,19 @@ impl Worker {
                 return self.finish(&job, failed(None, &message)).await;
             }
         };
+        let link = self.link(job.share_id);
         let window_open = job.window_open_until.is_some_and(|until| until > now);
         let mut message = if window_open {
             Message::Text {
-                body: job
-                    .rendered_text
-                    .clone()
-                    .unwrap_or_else(|| snapshot.render_text()),
+                body: snapshot.render_text(link.as_deref()),
             }
         } else {
-            self.template(&snapshot)
+            self.template(&snapshot, link.as_deref())
         };
         loop {
             self.pace().await;
             if !self
-                .vendors
+                .outbox
                 .start_request(job.job_id, &self.worker_id)
                 .await?
             {
@@ -269,7 +277,7 @@ impl Worker {
                 Decision::AsTemplate if kind == MessageKind::Text => {
                     self.breaker.success();
                     count(kind.as_str(), "as_template", code);
-                    message = self.template(&snapshot);
+                    message = self.template(&snapshot, link.as_deref());
                     continue;
                 }
                 Decision::AsTemplate => {
@@ -286,7 +294,7 @@ impl Worker {
                     count(kind.as_str(), "retry", code);
                     let wait = policy::backoff(job.attempts as u32, self.config.retry_base(), min);
                     JobOutcome::Retry {
-                        at: larder_storage::vendors::after(Utc::now(), wait),
+                        at: larder_storage::outbox::after(Utc::now(), wait),
                         error: format!("{reason}; trying again"),
                     }
                 }
@@ -294,10 +302,7 @@ impl Worker {
                     self.breaker.failure(Instant::now());
                     count(kind.as_str(), "unsure", code);
                     JobOutcome::Unsure {
-                        until: larder_storage::vendors::after(
-                            Utc::now(),
-                            self.config.unsure_wait(),
-                        ),
+                        until: larder_storage::outbox::after(Utc::now(), self.config.unsure_wait()),
                         error: format!(
                             "{reason}; waiting for WhatsApp to report whether it arrived"
                         ),
@@ -328,7 +333,14 @@ impl Worker {
         self.next_send = self.next_send.max(now) + self.send_interval;
     }
 
-    fn template(&self, snapshot: &Snapshot) -> Message {
+    /// The vendor's link to the share, on the configured public address.
+    fn link(&self, share_id: uuid::Uuid) -> Option<String> {
+        self.config
+            .public_url()
+            .map(|base| format!("{base}/s/{}", self.tokens.share_page_token(share_id)))
+    }
+
+    fn template(&self, snapshot: &Snapshot, link: Option<&str>) -> Message {
         let params = self
             .params
             .iter()
@@ -340,11 +352,15 @@ impl Worker {
                         snapshot.render_line(self.config.whatsapp_template_list_chars)
                     }
                     TemplateParam::Version => snapshot.version.clone(),
-                    TemplateParam::Link => snapshot.link.clone().unwrap_or_default(),
+                    TemplateParam::Link => link.unwrap_or_default().to_owned(),
                     TemplateParam::ListName => snapshot.list_name.clone(),
                     TemplateParam::Note => snapshot.note.clone().unwrap_or_default(),
                 };
-                template_text(&value)
+                let max = match p {
+                    TemplateParam::List => self.config.whatsapp_template_list_chars,
+                    _ => MAX_PARAM_CHARS,
+                };
+                template_text(&value, max)
             })
             .collect();
         Message::Template {
@@ -355,10 +371,13 @@ impl Worker {
     }
 }
 
-/// A template parameter: one line, no runs of spaces, never empty (the
-/// API refuses empty parameters).
-fn template_text(value: &str) -> String {
-    let line = value.split_whitespace().collect::<Vec<_>>().join(" ");
+/// Longest template parameter but the list (which has its own limit).
+const MAX_PARAM_CHARS: usize = 200;
+
+/// A template parameter: one line, no runs of spaces, at most `max_chars`
+/// characters, never empty (the API refuses empty parameters).
+fn template_text(value: &str, max_chars: usize) -> String {
+    let line = short(value, max_chars);
     if line.is_empty() {
         "-".to_owned()
     } else {
@@ -385,7 +404,8 @@ mod tests {
 
     #[test]
     fn template_parameters_are_one_line_and_never_empty() {
-        assert_eq!(template_text("a\nb\t c     d"), "a b c d");
-        assert_eq!(template_text("  "), "-");
+        assert_eq!(template_text("a\nb\t c     d", 100), "a b c d");
+        assert_eq!(template_text("  ", 100), "-");
+        assert_eq!(template_text("abcdef", 4), "abc…");
     }
 }

@@ -4,6 +4,8 @@
 //! and strict about what is stored: unknown statuses, over-long ids and
 //! malformed entries are skipped, texts are bounded.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use larder_storage::vendors::{Reply, StatusEvent};
@@ -48,8 +50,8 @@ pub enum Event {
     /// A status of one of our messages, with the share id from its
     /// callback data when it parses.
     Status(StatusEvent, Option<Uuid>),
-    /// A message a vendor sent.
-    Reply(Reply),
+    /// A message a vendor sent, with the id of the message it quotes.
+    Reply(Reply, Option<String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,11 +79,19 @@ struct Change {
 #[derive(Debug, Default, Deserialize)]
 struct ChangeValue {
     #[serde(default)]
+    metadata: Option<Metadata>,
+    #[serde(default)]
     statuses: Vec<StatusIn>,
     #[serde(default)]
     messages: Vec<MessageIn>,
     #[serde(default)]
     contacts: Vec<ContactIn>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    phone_number_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +128,15 @@ struct MessageIn {
     text: Option<TextIn>,
     #[serde(default)]
     button: Option<ButtonIn>,
+    /// The message this one replies to.
+    #[serde(default)]
+    context: Option<ContextIn>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContextIn {
+    #[serde(default)]
+    id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,27 +168,43 @@ struct Profile {
 }
 
 impl Payload {
-    /// The events of every `messages` change, in order.
-    pub fn events(self) -> Vec<Event> {
+    /// The events of every `messages` change about `phone_number_id` (our
+    /// business number; any when `None`), in order.
+    pub fn events(self, phone_number_id: Option<&str>) -> Vec<Event> {
         let mut events = Vec::new();
         for change in self.entry.into_iter().flat_map(|e| e.changes) {
             if change.field != "messages" {
                 continue;
             }
             let value = change.value.unwrap_or_default();
+            let number = value
+                .metadata
+                .as_ref()
+                .and_then(|m| m.phone_number_id.as_deref());
+            if let (Some(ours), Some(theirs)) = (phone_number_id, number)
+                && ours != theirs
+            {
+                continue;
+            }
             for s in value.statuses {
                 if let Some(event) = status_event(s) {
                     events.push(event);
                 }
             }
+            let names: HashMap<&str, &str> = value
+                .contacts
+                .iter()
+                .filter_map(|c| Some((c.wa_id.as_deref()?, c.profile.as_ref()?.name.as_deref()?)))
+                .collect();
             for m in value.messages {
-                let name = value
-                    .contacts
-                    .iter()
-                    .find(|c| c.wa_id.as_deref() == Some(m.from.as_str()))
-                    .and_then(|c| c.profile.as_ref()?.name.clone());
+                let name = names.get(m.from.as_str()).map(|n| (*n).to_owned());
+                let context = m
+                    .context
+                    .as_ref()
+                    .and_then(|c| c.id.clone())
+                    .filter(|id| !id.is_empty() && id.len() <= MAX_ID);
                 if let Some(reply) = reply(m, name) {
-                    events.push(Event::Reply(reply));
+                    events.push(Event::Reply(reply, context));
                 }
             }
         }
@@ -233,13 +268,23 @@ fn reply(m: MessageIn, sender_name: Option<String>) -> Option<Reply> {
     })
 }
 
-/// A webhook's Unix-seconds timestamp; now when missing or absurd.
+/// A webhook's Unix-seconds timestamp; now when missing or further than
+/// [`MAX_CLOCK_SKEW_SECS`] in the future (Meta retries old deliveries for
+/// days, so the past is fine within a week).
 fn time(timestamp: Option<&str>) -> DateTime<Utc> {
+    let now = Utc::now();
     timestamp
         .and_then(|t| t.parse::<i64>().ok())
         .and_then(|s| DateTime::from_timestamp(s, 0))
-        .unwrap_or_else(Utc::now)
+        .filter(|t| {
+            (*t - now).num_seconds() <= MAX_CLOCK_SKEW_SECS
+                && (now - *t).num_seconds() <= 7 * 24 * 3600
+        })
+        .unwrap_or(now)
 }
+
+/// How far in the future a webhook's timestamp may be.
+const MAX_CLOCK_SKEW_SECS: i64 = 300;
 
 fn bounded(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
@@ -276,12 +321,13 @@ mod tests {
     #[test]
     fn statuses_and_replies_are_read_and_bounded() {
         let share = Uuid::now_v7();
+        let now = Utc::now().timestamp();
         let body = serde_json::json!({
             "object": "whatsapp_business_account",
             "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
                 "messaging_product": "whatsapp",
                 "statuses": [
-                    {"id": "wamid.A", "status": "read", "timestamp": "1764500000",
+                    {"id": "wamid.A", "status": "read", "timestamp": now.to_string(),
                      "recipient_id": "447700900123", "biz_opaque_callback_data": share.to_string()},
                     {"id": "wamid.B", "status": "failed", "timestamp": "1764500001",
                      "errors": [{"code": 131026, "title": "Message undeliverable"}]},
@@ -296,21 +342,47 @@ mod tests {
             }}]}]
         });
         let payload: Payload = serde_json::from_value(body).unwrap();
-        let events = payload.events();
+        let events = payload.events(None);
         assert_eq!(events.len(), 3, "{events:?}");
         let Event::Status(read, Some(id)) = &events[0] else {
             panic!("{:?}", events[0])
         };
         assert_eq!((read.status.as_str(), *id), ("read", share));
-        assert_eq!(read.occurred_at.timestamp(), 1764500000);
+        assert_eq!(read.occurred_at.timestamp(), now);
         let Event::Status(failed, None) = &events[1] else {
             panic!("{:?}", events[1])
         };
         assert_eq!(failed.error_code, Some(131026));
-        let Event::Reply(reply) = &events[2] else {
+        let Event::Reply(reply, _) = &events[2] else {
             panic!("{:?}", events[2])
         };
         assert_eq!(reply.sender_name.as_deref(), Some("Raj"));
         assert_eq!(reply.body.as_ref().unwrap().chars().count(), MAX_BODY_CHARS);
+    }
+
+    #[test]
+    fn other_numbers_and_absurd_times_are_not_taken() {
+        let body = serde_json::json!({
+            "object": "whatsapp_business_account",
+            "entry": [{"id": "1", "changes": [
+                {"field": "messages", "value": {"metadata": {"phone_number_id": "other"},
+                    "statuses": [{"id": "wamid.X", "status": "sent", "timestamp": "1"}]}},
+                {"field": "messages", "value": {"metadata": {"phone_number_id": "ours"},
+                    "messages": [{"from": "447700900123", "id": "wamid.IN", "type": "text",
+                        "timestamp": "99999999999", "text": {"body": "hi"},
+                        "context": {"from": "15550000001", "id": "wamid.OUT"}}]}}
+            ]}]
+        });
+        let payload: Payload = serde_json::from_value(body).unwrap();
+        let events = payload.events(Some("ours"));
+        assert_eq!(events.len(), 1, "{events:?}");
+        let Event::Reply(reply, context) = &events[0] else {
+            panic!("{:?}", events[0])
+        };
+        assert_eq!(context.as_deref(), Some("wamid.OUT"));
+        assert!(
+            (reply.received_at - Utc::now()).num_seconds().abs() < 60,
+            "clamped to now"
+        );
     }
 }
