@@ -310,3 +310,160 @@ pub fn message_delivery(from: &str, wamid: &str, text: &str, at: i64) -> Value {
         "messages": [{"from": from, "id": wamid, "timestamp": at.to_string(),
             "type": "text", "text": {"body": text}}]}))
 }
+
+/// A family with a list on a server of its own, and the calls sharing
+/// tests make.
+pub struct SharingFamily {
+    pub app: crate::TestApp,
+    pub owner: crate::Account,
+    pub family: Uuid,
+    pub list: Uuid,
+    pub db: crate::TestDatabase,
+}
+
+impl SharingFamily {
+    /// A server on `db` configured by `configure`, an owner, a family
+    /// ("The Smiths") and a list ("Weekly shop").
+    pub async fn start(
+        db: crate::TestDatabase,
+        configure: impl FnOnce(&mut larder_server::Config),
+    ) -> SharingFamily {
+        let app = crate::TestApp::spawn_with(db.url(), configure).await;
+        let owner = app.signup("owner").await;
+        let family = app.create_family(&owner, "The Smiths").await;
+        let list = app.create_list(&owner, family, "Weekly shop").await;
+        SharingFamily {
+            app,
+            owner,
+            family,
+            list,
+            db,
+        }
+    }
+
+    /// A request as the owner to this family's server.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_on(&self.app, method, path, body).await
+    }
+
+    /// A request as the owner to `app` (another replica).
+    pub async fn call_on(
+        &self,
+        app: &crate::TestApp,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        app.call(method, path, Some(&self.owner.access_token), body)
+            .await
+    }
+
+    pub async fn vendor(&self, name: &str, number: &str) -> Uuid {
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/v1/families/{}/vendors", self.family),
+                Some(json!({"name": name, "whatsapp_number": number})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        crate::json_uuid(&body["id"])
+    }
+
+    /// Adds an item (a new version of the list).
+    pub async fn item(&self, body: Value) -> Uuid {
+        let (status, created) = self
+            .call(
+                "POST",
+                &format!("/v1/lists/{}/items", self.list),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        crate::json_uuid(&created["id"])
+    }
+
+    pub async fn try_share_on(&self, app: &crate::TestApp, vendor: Uuid) -> (u16, Value) {
+        self.call_on(
+            app,
+            "POST",
+            &format!("/v1/lists/{}/shares", self.list),
+            Some(json!({"vendor_id": vendor})),
+        )
+        .await
+    }
+
+    pub async fn try_share(&self, vendor: Uuid) -> (u16, Value) {
+        self.try_share_on(&self.app, vendor).await
+    }
+
+    /// Shares the list with `vendor` through `app`; the new share's id.
+    pub async fn share_on(&self, app: &crate::TestApp, vendor: Uuid) -> Uuid {
+        let (status, body) = self.try_share_on(app, vendor).await;
+        assert_eq!(status, 201, "{body}");
+        crate::json_uuid(&body["id"])
+    }
+
+    pub async fn share(&self, vendor: Uuid) -> Uuid {
+        self.share_on(&self.app, vendor).await
+    }
+
+    pub async fn get_share(&self, id: Uuid) -> Value {
+        let (status, body) = self.call("GET", &format!("/v1/shares/{id}"), None).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until the share shows `status`; returns it.
+    pub async fn wait_status(&self, id: Uuid, status: &str) -> Value {
+        crate::eventually(
+            &format!("share {id} becomes {status}"),
+            Duration::from_secs(30),
+            || async { self.get_share(id).await["status"] == status },
+        )
+        .await;
+        self.get_share(id).await
+    }
+
+    /// Posts `body` to the webhook with `signature`, if any.
+    pub async fn webhook(&self, body: &[u8], signature: Option<&str>) -> (u16, String) {
+        let mut request = self
+            .app
+            .http()
+            .post(self.app.url("/v1/webhooks/whatsapp"))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        let response = request.send().await.expect("webhook sent");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    /// Delivers a signed webhook; it must be taken.
+    pub async fn deliver(&self, delivery: &Value) {
+        let body = delivery.to_string();
+        let (status, answer) = self
+            .webhook(body.as_bytes(), Some(&signature(body.as_bytes())))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    /// Shares with a fresh vendor and waits until the API saw it: every
+    /// request due before it has been made by then. The requests before it.
+    pub async fn marker(&self, fake: &FakeGraph, number: &str) -> Vec<Recorded> {
+        let vendor = self.vendor("Marker", number).await;
+        let marker = self.share(vendor).await;
+        crate::eventually(
+            "the marker share is sent",
+            Duration::from_secs(30),
+            || async { fake.requests().iter().any(|r| r.share_id() == marker) },
+        )
+        .await;
+        fake.requests()
+            .into_iter()
+            .filter(|r| r.share_id() != marker)
+            .collect()
+    }
+}

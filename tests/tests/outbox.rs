@@ -6,138 +6,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use larder_tests::whatsapp::{self, Answer, FakeGraph, Recorded};
+use larder_tests::whatsapp::{self, Answer, FakeGraph, Recorded, SharingFamily as Family};
 use larder_tests::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
-
-struct Family {
-    app: TestApp,
-    owner: Account,
-    family: Uuid,
-    list: Uuid,
-    db: TestDatabase,
-}
-
-impl Family {
-    async fn start(db: TestDatabase, configure: impl FnOnce(&mut larder_server::Config)) -> Family {
-        let app = TestApp::spawn_with(db.url(), configure).await;
-        let owner = app.signup("owner").await;
-        let family = app.create_family(&owner, "The Smiths").await;
-        let list = app.create_list(&owner, family, "Weekly shop").await;
-        Family {
-            app,
-            owner,
-            family,
-            list,
-            db,
-        }
-    }
-
-    async fn call(
-        &self,
-        app: &TestApp,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        app.call(method, path, Some(&self.owner.access_token), body)
-            .await
-    }
-
-    async fn vendor(&self, number: &str) -> Uuid {
-        let (status, body) = self
-            .call(
-                &self.app,
-                "POST",
-                &format!("/v1/families/{}/vendors", self.family),
-                Some(json!({"name": format!("Shop {number}"), "whatsapp_number": number})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        json_uuid(&body["id"])
-    }
-
-    /// Adds an item (a new version of the list).
-    async fn edit(&self, name: &str) {
-        let (status, body) = self
-            .call(
-                &self.app,
-                "POST",
-                &format!("/v1/lists/{}/items", self.list),
-                Some(json!({"name": name})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-    }
-
-    async fn share_on(&self, app: &TestApp, vendor: Uuid) -> Uuid {
-        let (status, body) = self
-            .call(
-                app,
-                "POST",
-                &format!("/v1/lists/{}/shares", self.list),
-                Some(json!({"vendor_id": vendor})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        json_uuid(&body["id"])
-    }
-
-    async fn share(&self, vendor: Uuid) -> Uuid {
-        self.share_on(&self.app, vendor).await
-    }
-
-    async fn get_share(&self, id: Uuid) -> Value {
-        let (status, body) = self
-            .call(&self.app, "GET", &format!("/v1/shares/{id}"), None)
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-
-    async fn wait_status(&self, id: Uuid, status: &str) -> Value {
-        eventually(
-            &format!("share {id} becomes {status}"),
-            Duration::from_secs(30),
-            || async { self.get_share(id).await["status"] == status },
-        )
-        .await;
-        self.get_share(id).await
-    }
-
-    async fn deliver(&self, delivery: &Value) {
-        let body = delivery.to_string();
-        let response = self
-            .app
-            .http()
-            .post(self.app.url("/v1/webhooks/whatsapp"))
-            .header("content-type", "application/json")
-            .header("x-hub-signature-256", whatsapp::signature(body.as_bytes()))
-            .body(body)
-            .send()
-            .await
-            .expect("webhook sent");
-        assert_eq!(response.status().as_u16(), 200);
-    }
-
-    /// Shares with a fresh vendor and waits until the API saw it: every
-    /// request due before it has been made by then.
-    async fn marker(&self, fake: &FakeGraph, number: &str) -> Vec<Recorded> {
-        let vendor = self.vendor(number).await;
-        let marker = self.share(vendor).await;
-        eventually(
-            "the marker share is sent",
-            Duration::from_secs(30),
-            || async { fake.requests().iter().any(|r| r.share_id() == marker) },
-        )
-        .await;
-        fake.requests()
-            .into_iter()
-            .filter(|r| r.share_id() != marker)
-            .collect()
-    }
-}
 
 fn gap(a: &Recorded, b: &Recorded) -> Duration {
     b.at.duration_since(a.at)
@@ -167,8 +39,8 @@ async fn retryable_codes_back_off_exponentially_then_the_share_is_sent() {
         c.whatsapp.whatsapp_retry_base_ms = 80;
     })
     .await;
-    f.edit("Milk").await;
-    let shop = f.vendor("+447700900123").await;
+    f.item(json!({"name": "Milk"})).await;
+    let shop = f.vendor("Shop", "+447700900123").await;
     let share = f.share(shop).await;
     let shown = f.wait_status(share, "sent").await;
     let sent = fake.requests();
@@ -200,10 +72,10 @@ async fn permanent_codes_fail_the_share_at_once_with_a_reason() {
         whatsapp::configure(c, &fake)
     })
     .await;
-    f.edit("Milk").await;
+    f.item(json!({"name": "Milk"})).await;
     let mut shares = Vec::new();
     for n in 0..codes.len() {
-        let vendor = f.vendor(&format!("+4477009001{n:02}")).await;
+        let vendor = f.vendor("Shop", &format!("+4477009001{n:02}")).await;
         shares.push(f.share(vendor).await);
     }
     let answered: HashMap<Uuid, i64> = fake
@@ -238,8 +110,8 @@ async fn a_closed_window_turns_the_text_into_the_template() {
         whatsapp::configure(c, &fake)
     })
     .await;
-    f.edit("Milk").await;
-    let shop = f.vendor("+447700900123").await;
+    f.item(json!({"name": "Milk"})).await;
+    let shop = f.vendor("Shop", "+447700900123").await;
     // The vendor wrote, so the server believes the window is open.
     f.deliver(&whatsapp::message_delivery(
         "447700900123",
@@ -262,8 +134,8 @@ async fn a_text_failed_later_for_a_closed_window_goes_again_as_the_template() {
         whatsapp::configure(c, &fake)
     })
     .await;
-    f.edit("Milk").await;
-    let shop = f.vendor("+447700900123").await;
+    f.item(json!({"name": "Milk"})).await;
+    let shop = f.vendor("Shop", "+447700900123").await;
     f.deliver(&whatsapp::message_delivery(
         "447700900123",
         "wamid.IN1",
@@ -316,8 +188,8 @@ async fn the_breaker_stops_sending_while_the_api_fails_and_resumes_by_itself() {
         c.whatsapp.whatsapp_breaker_cooldown_ms = cooldown.as_millis() as u64;
     })
     .await;
-    f.edit("Milk").await;
-    let shop = f.vendor("+447700900123").await;
+    f.item(json!({"name": "Milk"})).await;
+    let shop = f.vendor("Shop", "+447700900123").await;
     let share = f.share(shop).await;
     fake.wait_requests(2, Duration::from_secs(10)).await;
     eventually("the breaker shows open", Duration::from_secs(5), || async {
@@ -375,8 +247,8 @@ async fn a_timeout_after_the_request_went_out_waits_for_the_webhook_instead_of_r
         c.whatsapp.whatsapp_unsure_wait_secs = 2;
     })
     .await;
-    f.edit("Milk").await;
-    let shop = f.vendor("+447700900123").await;
+    f.item(json!({"name": "Milk"})).await;
+    let shop = f.vendor("Shop", "+447700900123").await;
     let share = f.share(shop).await;
     eventually("the send is unsure", Duration::from_secs(10), || async {
         f.get_share(share).await["detail"]
@@ -415,8 +287,8 @@ async fn a_dropped_answer_is_resent_once_no_status_came_in_time() {
         c.whatsapp.whatsapp_unsure_wait_secs = 2;
     })
     .await;
-    f.edit("Milk").await;
-    let shop = f.vendor("+447700900123").await;
+    f.item(json!({"name": "Milk"})).await;
+    let shop = f.vendor("Shop", "+447700900123").await;
     let share = f.share(shop).await;
     f.wait_status(share, "sent").await;
     let sent = fake.requests();
@@ -437,12 +309,12 @@ async fn one_vendor_gets_at_most_one_message_every_six_seconds() {
         c.whatsapp.whatsapp_vendor_interval_ms = 6_000;
     })
     .await;
-    let shop = f.vendor("+447700900123").await;
-    let greengrocer = f.vendor("+447700900456").await;
-    f.edit("Milk").await;
+    let shop = f.vendor("Shop", "+447700900123").await;
+    let greengrocer = f.vendor("Shop", "+447700900456").await;
+    f.item(json!({"name": "Milk"})).await;
     let first = f.share(shop).await;
     fake.wait_requests(1, Duration::from_secs(10)).await;
-    f.edit("Bread").await;
+    f.item(json!({"name": "Bread"})).await;
     let second = f.share(shop).await;
     let other = f.share(greengrocer).await;
     f.wait_status(second, "sent").await;
@@ -467,10 +339,10 @@ async fn two_replicas_never_send_one_job_twice() {
     let url = db.url().to_owned();
     let f = Family::start(db, |c| whatsapp::configure(c, &fake)).await;
     let other = TestApp::spawn_with(&url, |c| whatsapp::configure(c, &fake)).await;
-    f.edit("Milk").await;
+    f.item(json!({"name": "Milk"})).await;
     let mut shares = Vec::new();
     for n in 0..20 {
-        let vendor = f.vendor(&format!("+4477009002{n:02}")).await;
+        let vendor = f.vendor("Shop", &format!("+4477009002{n:02}")).await;
         let app = if n % 2 == 0 { &f.app } else { &other };
         shares.push(f.share_on(app, vendor).await);
     }
@@ -492,8 +364,8 @@ async fn a_job_claimed_by_a_replica_that_died_is_sent_once_its_lease_runs_out() 
     let db = TestDatabase::create().await;
     // This replica cannot send; it only queues the share.
     let f = Family::start(db, |_| {}).await;
-    f.edit("Milk").await;
-    let shop = f.vendor("+447700900123").await;
+    f.item(json!({"name": "Milk"})).await;
+    let shop = f.vendor("Shop", "+447700900123").await;
     let share = f.share(shop).await;
     // A replica claims the job, then dies before sending.
     let database = f.db.open(2).await;

@@ -3,118 +3,17 @@
 
 use std::time::Duration;
 
-use larder_tests::whatsapp::{self, FakeGraph};
+use larder_tests::whatsapp::{self, FakeGraph, SharingFamily};
 use larder_tests::*;
-use serde_json::{Value, json};
-use uuid::Uuid;
+use serde_json::json;
 
-/// A family with a list, on a server configured by `configure`.
-struct Family {
-    app: TestApp,
-    owner: Account,
-    family: Uuid,
-    list: Uuid,
-    _db: TestDatabase,
-}
-
-impl Family {
-    async fn start(configure: impl FnOnce(&mut larder_server::Config)) -> Family {
-        let db = TestDatabase::create().await;
-        let app = TestApp::spawn_with(db.url(), configure).await;
-        let owner = app.signup("owner").await;
-        let family = app.create_family(&owner, "The Smiths").await;
-        let list = app.create_list(&owner, family, "Weekly shop").await;
-        Family {
-            app,
-            owner,
-            family,
-            list,
-            _db: db,
-        }
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.app
-            .call(method, path, Some(&self.owner.access_token), body)
-            .await
-    }
-
-    async fn vendor(&self, name: &str, number: &str) -> Uuid {
-        let (status, body) = self
-            .call(
-                "POST",
-                &format!("/v1/families/{}/vendors", self.family),
-                Some(json!({"name": name, "whatsapp_number": number})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        json_uuid(&body["id"])
-    }
-
-    async fn item(&self, body: Value) -> Uuid {
-        let (status, created) = self
-            .call(
-                "POST",
-                &format!("/v1/lists/{}/items", self.list),
-                Some(body),
-            )
-            .await;
-        assert_eq!(status, 201, "{created}");
-        json_uuid(&created["id"])
-    }
-
-    async fn share(&self, vendor: Uuid) -> (u16, Value) {
-        self.call(
-            "POST",
-            &format!("/v1/lists/{}/shares", self.list),
-            Some(json!({"vendor_id": vendor})),
-        )
-        .await
-    }
-
-    async fn get_share(&self, id: Uuid) -> Value {
-        let (status, body) = self.call("GET", &format!("/v1/shares/{id}"), None).await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-
-    async fn wait_status(&self, id: Uuid, status: &str) -> Value {
-        eventually(
-            &format!("share {id} becomes {status}"),
-            Duration::from_secs(20),
-            || async { self.get_share(id).await["status"] == status },
-        )
-        .await;
-        self.get_share(id).await
-    }
-
-    async fn webhook(&self, body: &[u8], signature: Option<&str>) -> (u16, String) {
-        let mut request = self
-            .app
-            .http()
-            .post(self.app.url("/v1/webhooks/whatsapp"))
-            .header("content-type", "application/json")
-            .body(body.to_vec());
-        if let Some(signature) = signature {
-            request = request.header("x-hub-signature-256", signature);
-        }
-        let response = request.send().await.expect("webhook sent");
-        let status = response.status().as_u16();
-        (status, response.text().await.unwrap_or_default())
-    }
-
-    async fn deliver(&self, delivery: &Value) {
-        let body = delivery.to_string();
-        let (status, answer) = self
-            .webhook(body.as_bytes(), Some(&whatsapp::signature(body.as_bytes())))
-            .await;
-        assert_eq!(status, 200, "{answer}");
-    }
+async fn start(configure: impl FnOnce(&mut larder_server::Config)) -> SharingFamily {
+    SharingFamily::start(TestDatabase::create().await, configure).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_write_vendors_members_read_them_and_deleted_ones_stay_readable() {
-    let f = Family::start(|_| {}).await;
+    let f = start(|_| {}).await;
     let member = f.app.signup("member").await;
     f.app.add_member(&f.owner, f.family, &member).await;
     let stranger = f.app.signup("stranger").await;
@@ -184,7 +83,7 @@ async fn admins_write_vendors_members_read_them_and_deleted_ones_stay_readable()
     assert!(renamed["notes"].is_null());
 
     f.item(json!({"name": "Milk"})).await;
-    let (status, share) = f.share(shop_id).await;
+    let (status, share) = f.try_share(shop_id).await;
     assert_eq!(status, 201, "{share}");
     let (status, _) = f
         .app
@@ -210,16 +109,16 @@ async fn admins_write_vendors_members_read_them_and_deleted_ones_stay_readable()
         old["vendor_name"], "Raj's corner shop",
         "its share stays readable"
     );
-    let (status, body) = f.share(shop_id).await;
+    let (status, body) = f.try_share(shop_id).await;
     assert_eq!(status, 422, "no new shares to a deleted vendor: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_shares_wait_and_say_why() {
-    let f = Family::start(|_| {}).await;
+    let f = start(|_| {}).await;
     let shop = f.vendor("Corner shop", "+447700900123").await;
     f.item(json!({"name": "Milk"})).await;
-    let (status, share) = f.share(shop).await;
+    let (status, share) = f.try_share(shop).await;
     assert_eq!(status, 201, "{share}");
     assert_eq!(share["status"], "pending");
     assert!(
@@ -235,17 +134,17 @@ async fn without_a_token_shares_wait_and_say_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_goes_out_as_a_template_then_as_text_once_the_vendor_writes() {
     let fake = FakeGraph::start().await;
-    let f = Family::start(|c| whatsapp::configure(c, &fake)).await;
+    let f = start(|c| whatsapp::configure(c, &fake)).await;
     let shop = f.vendor("Corner shop", "+447700900123").await;
     f.item(json!({"name": "Milk", "quantity": "2 l", "category": "Dairy"}))
         .await;
     f.item(json!({"name": "Bread", "category": "Bakery"})).await;
 
-    let (status, share) = f.share(shop).await;
+    let (status, share) = f.try_share(shop).await;
     assert_eq!(status, 201, "{share}");
     let first = json_uuid(&share["id"]);
     let version = share["version"].as_str().unwrap().to_owned();
-    let (status, again) = f.share(shop).await;
+    let (status, again) = f.try_share(shop).await;
     assert_eq!(status, 200, "the same version again is the same share");
     assert_eq!(json_uuid(&again["id"]), first);
 
@@ -276,7 +175,7 @@ async fn a_share_goes_out_as_a_template_then_as_text_once_the_vendor_writes() {
 
     // After an edit, a new version goes out, as text inside the window.
     f.item(json!({"name": "Eggs", "quantity": "12"})).await;
-    let (status, second) = f.share(shop).await;
+    let (status, second) = f.try_share(shop).await;
     assert_eq!(status, 201, "{second}");
     assert_ne!(second["version"].as_str().unwrap(), version);
     let sent = fake.wait_requests(2, Duration::from_secs(10)).await;
@@ -303,10 +202,10 @@ async fn a_share_goes_out_as_a_template_then_as_text_once_the_vendor_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_deduplicated_and_applied_in_order_of_meaning() {
     let fake = FakeGraph::start().await;
-    let f = Family::start(|c| whatsapp::configure(c, &fake)).await;
+    let f = start(|c| whatsapp::configure(c, &fake)).await;
     let shop = f.vendor("Corner shop", "+447700900123").await;
     f.item(json!({"name": "Milk"})).await;
-    let (_, share) = f.share(shop).await;
+    let (_, share) = f.try_share(shop).await;
     let id = json_uuid(&share["id"]);
     let sent = fake.wait_requests(1, Duration::from_secs(10)).await;
     let wamid = sent[0].wamid.clone().expect("accepted");
@@ -367,7 +266,7 @@ async fn webhooks_are_signed_deduplicated_and_applied_in_order_of_meaning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vendor_page_shows_the_frozen_list_escaped_and_stops_when_revoked() {
-    let f = Family::start(|_| {}).await;
+    let f = start(|_| {}).await;
     let shop = f.vendor("Corner shop", "+447700900123").await;
     let milk = f
         .item(json!({"name": "Milk 🥛", "quantity": "2", "category": "Dairy"}))
@@ -387,7 +286,7 @@ async fn the_vendor_page_shows_the_frozen_list_escaped_and_stops_when_revoked() 
             .await;
         assert_eq!(code, 200, "{body}");
     }
-    let (status, share) = f.share(shop).await;
+    let (status, share) = f.try_share(shop).await;
     assert_eq!(status, 201, "{share}");
     let link = share["link"].as_str().expect("a link").to_owned();
     let path = &link[link.find("/s/").expect("a page link")..];
@@ -470,11 +369,11 @@ async fn the_vendor_page_shows_the_frozen_list_escaped_and_stops_when_revoked() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_answers_the_share_it_was_placed_from() {
-    let f = Family::start(|_| {}).await;
+    let f = start(|_| {}).await;
     let shop = f.vendor("Corner shop", "+447700900123").await;
     let greens = f.vendor("Greengrocer", "+447700900456").await;
     let milk = f.item(json!({"name": "Milk", "quantity": "2"})).await;
-    let (_, share) = f.share(shop).await;
+    let (_, share) = f.try_share(shop).await;
     let share_id = json_uuid(&share["id"]);
     let orders = format!("/v1/lists/{}/orders?wait=projected", f.list);
 
