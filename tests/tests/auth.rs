@@ -127,6 +127,44 @@ async fn every_route_and_the_socket_admit_exactly_who_they_should() {
         assert_eq!(status, 201, "{body}");
         doomed_links.push(json_uuid(&body["id"]));
     }
+    // A vendor and a share every caller reads; vendors each caller deletes
+    // and shares whose link each caller revokes.
+    let vendor_at = |n: usize| format!("+4477009003{n:02}");
+    let create_vendor = |n: usize| {
+        let app = &app;
+        let admin = &admin;
+        let number = vendor_at(n);
+        async move {
+            let (status, body) = app
+                .call(
+                    "POST",
+                    &format!("/v1/families/{family}/vendors"),
+                    Some(&admin.access_token),
+                    Some(json!({"name": "Shop", "whatsapp_number": number})),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+            json_uuid(&body["id"])
+        }
+    };
+    let vendor = create_vendor(0).await;
+    let mut doomed_vendors = Vec::new();
+    let mut doomed_shares = Vec::new();
+    for n in 0..CALLERS.len() {
+        doomed_vendors.push(create_vendor(10 + n).await);
+        let sharing = create_vendor(20 + n).await;
+        let (status, body) = app
+            .call(
+                "POST",
+                &format!("/v1/lists/{list}/shares"),
+                Some(&admin.access_token),
+                Some(json!({"vendor_id": sharing})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        doomed_shares.push(json_uuid(&body["id"]));
+    }
+    let share = doomed_shares[0];
     let m = member.user_id;
     let rows = vec![
         Row::same("GET", "/v1/me".into(), None, [200, 200, 200, 401, 401, 403]),
@@ -278,6 +316,67 @@ async fn every_route_and_the_socket_admit_exactly_who_they_should() {
             Some(json!({"status": "confirmed"})),
             [404, 404, 404, 401, 401, 403],
         ),
+        Row::same(
+            "POST",
+            format!("/v1/families/{family}/vendors"),
+            Some(json!({"name": "Greengrocer", "whatsapp_number": vendor_at(99)})),
+            [201, 403, 404, 401, 401, 403],
+        ),
+        Row::same(
+            "GET",
+            format!("/v1/families/{family}/vendors"),
+            None,
+            [200, 200, 404, 401, 401, 403],
+        ),
+        Row::same(
+            "GET",
+            format!("/v1/vendors/{vendor}"),
+            None,
+            [200, 200, 404, 401, 401, 403],
+        ),
+        Row::same(
+            "PATCH",
+            format!("/v1/vendors/{vendor}"),
+            Some(json!({"notes": "closes at 8"})),
+            [200, 403, 404, 401, 401, 403],
+        ),
+        Row {
+            method: "DELETE",
+            paths: doomed_vendors
+                .iter()
+                .map(|v| format!("/v1/vendors/{v}"))
+                .collect(),
+            body: None,
+            expected: [204, 403, 404, 401, 401, 403],
+        },
+        // The admin shares first; the member's tap finds the same version.
+        Row::same(
+            "POST",
+            format!("/v1/lists/{list}/shares"),
+            Some(json!({"vendor_id": vendor})),
+            [201, 200, 404, 401, 401, 403],
+        ),
+        Row::same(
+            "GET",
+            format!("/v1/lists/{list}/shares"),
+            None,
+            [200, 200, 404, 401, 401, 403],
+        ),
+        Row::same(
+            "GET",
+            format!("/v1/shares/{share}"),
+            None,
+            [200, 200, 404, 401, 401, 403],
+        ),
+        Row {
+            method: "DELETE",
+            paths: doomed_shares
+                .iter()
+                .map(|s| format!("/v1/shares/{s}/link"))
+                .collect(),
+            body: None,
+            expected: [204, 204, 404, 401, 401, 403],
+        },
     ];
     let mut failures = Vec::new();
     for row in &rows {
