@@ -178,6 +178,14 @@ pub trait VendorStore: Send + Sync + std::fmt::Debug + 'static {
         limit: i64,
     ) -> DirResult<Vec<Share>>;
 
+    /// How many shares the family's lists made since `since`, and when
+    /// the first of them was made.
+    async fn family_shares_since(
+        &self,
+        family_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> DirResult<(i64, Option<DateTime<Utc>>)>;
+
     /// The statuses reported for the share's messages, oldest first.
     async fn share_statuses(&self, share_id: Uuid) -> DirResult<Vec<StatusEvent>>;
 

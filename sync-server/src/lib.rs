@@ -103,7 +103,11 @@ pub async fn run_with_relay(
     relay: Arc<dyn Relay>,
 ) -> anyhow::Result<()> {
     let tokens = Arc::new(auth::tokens::TokenKeys::load(
-        config.auth.jwt_secret.as_deref(),
+        config
+            .auth
+            .jwt_secret
+            .as_ref()
+            .map(secrecy::ExposeSecret::expose_secret),
         &config.database.data_dir,
     )?);
     let limiter = ratelimit::RateLimiter::new(config.relay.redis_url.as_deref())

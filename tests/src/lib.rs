@@ -104,7 +104,7 @@ impl TestApp {
         configure: impl FnOnce(&mut Config),
     ) -> TestApp {
         let mut config = Config::with_database_url(database_url);
-        config.auth.jwt_secret = Some(TEST_JWT_SECRET.to_owned());
+        config.auth.jwt_secret = Some(TEST_JWT_SECRET.into());
         // Tests share one address and one Redis: the limits are tested
         // where they are lowered on purpose.
         config.rate_limits.auth_per_minute = 100_000;

@@ -114,6 +114,35 @@ async fn admins_write_vendors_members_read_them_and_deleted_ones_stay_readable()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_family_shares_at_most_its_daily_allowance() {
+    let f = start(|c| c.whatsapp.shares_per_family_per_day = 2).await;
+    for n in 0..2 {
+        let vendor = f.vendor("Shop", &format!("+4477009004{n:02}")).await;
+        f.share(vendor).await;
+    }
+    let third = f.vendor("Shop", "+447700900499").await;
+    let response = f
+        .app
+        .http()
+        .post(f.app.url(&format!("/v1/lists/{}/shares", f.list)))
+        .bearer_auth(&f.owner.access_token)
+        .json(&json!({"vendor_id": third}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (86_000..=86_400).contains(&wait),
+        "until the first ages out: {wait}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_shares_wait_and_say_why() {
     let f = start(|_| {}).await;
     let shop = f.vendor("Corner shop", "+447700900123").await;

@@ -257,6 +257,31 @@ macro_rules! vendor_store {
                 .await
             }
 
+            async fn family_shares_since(
+                &self,
+                family_id: uuid::Uuid,
+                since: chrono::DateTime<chrono::Utc>,
+            ) -> $crate::directory::DirResult<(i64, Option<chrono::DateTime<chrono::Utc>>)> {
+                let (count,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM vendor_shares s JOIN grocery_lists l ON l.id = s.list_id \
+                     WHERE l.family_id = $1 AND s.created_at > $2",
+                )
+                .bind(family_id)
+                .bind(since)
+                .fetch_one(self.reader())
+                .await?;
+                let first: Option<(chrono::DateTime<chrono::Utc>,)> = sqlx::query_as(
+                    "SELECT s.created_at FROM vendor_shares s \
+                     JOIN grocery_lists l ON l.id = s.list_id \
+                     WHERE l.family_id = $1 AND s.created_at > $2 ORDER BY s.created_at LIMIT 1",
+                )
+                .bind(family_id)
+                .bind(since)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok((count, first.map(|(at,)| at)))
+            }
+
             async fn share_statuses(
                 &self,
                 share_id: uuid::Uuid,

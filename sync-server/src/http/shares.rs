@@ -228,6 +228,24 @@ fn public_base(state: &AppState, headers: &HeaderMap) -> Option<String> {
     Some(format!("{}://{host}", if https { "https" } else { "http" }))
 }
 
+/// Refuses a share past the family's daily allowance (`429` with the
+/// time until its oldest share of the day ages out).
+async fn limit_family_shares(state: &AppState, family_id: Uuid) -> Result<(), ApiError> {
+    let day = chrono::Duration::hours(24);
+    let (count, first) = state
+        .vendors
+        .family_shares_since(family_id, Utc::now() - day)
+        .await?;
+    let cap = i64::from(state.config.whatsapp.shares_per_family_per_day);
+    if count < cap {
+        return Ok(());
+    }
+    let retry_after = first
+        .map(|at| (at + day - Utc::now()).to_std().unwrap_or_default())
+        .unwrap_or(std::time::Duration::from_secs(3600));
+    Err(ApiError::RateLimited { retry_after })
+}
+
 /// Freezes the list as stored now: its items and the sequence they reflect.
 async fn read_list(
     state: &AppState,
@@ -278,6 +296,7 @@ async fn create_share(
         .ok_or_else(|| ApiError::invalid("vendor_id is not a vendor of this family"))?;
     state.limit_writes(&caller).await?;
     let family = require_member(&state, row.family_id, &caller).await?;
+    limit_family_shares(&state, row.family_id).await?;
     let (list, seq) = read_list(&state, list_id).await?;
     let id = Uuid::now_v7();
     let token = state.tokens.share_page_token(id);

@@ -119,6 +119,11 @@ pub struct WhatsAppConfig {
     #[arg(long, env = "LARDER_WHATSAPP_POLL_MS", default_value_t = 1_000)]
     pub whatsapp_poll_ms: u64,
 
+    /// Shares one family may make in 24 hours (each may send a message
+    /// from the business number).
+    #[arg(long, env = "LARDER_SHARES_PER_FAMILY_PER_DAY", default_value_t = 100)]
+    pub shares_per_family_per_day: u32,
+
     /// Lifetime of the vendor link sent with a share, in hours.
     #[arg(long, env = "LARDER_SHARE_LINK_HOURS", default_value_t = 168)]
     pub share_link_hours: u32,
