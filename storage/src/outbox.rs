@@ -122,8 +122,16 @@ pub trait OutboxStore: Send + Sync + std::fmt::Debug + 'static {
         pacing: Duration,
     ) -> DirResult<Option<ClaimedJob>>;
 
-    /// Notes that the job's request is about to go out.
-    async fn start_request(&self, job_id: Uuid, worker: &str) -> DirResult<bool>;
+    /// Notes that the job's request is about to go out, and holds its
+    /// number until `pacing` from now (so two sends to one number are
+    /// `pacing` apart however long the first took to leave). `false` when
+    /// the job is no longer this worker's.
+    async fn start_request(
+        &self,
+        job: &ClaimedJob,
+        worker: &str,
+        pacing: Duration,
+    ) -> DirResult<bool>;
 
     /// Ends or reschedules a claimed job.
     async fn finish_job(

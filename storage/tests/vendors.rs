@@ -470,9 +470,9 @@ async fn claims_lease_pace_and_finish_jobs(db: TestDatabase) {
         .unwrap();
     assert_eq!(third.share_id, b);
 
-    assert!(o.start_request(first.job_id, "w1").await.unwrap());
+    assert!(o.start_request(&first, "w1", pacing).await.unwrap());
     assert!(
-        !o.start_request(first.job_id, "w2").await.unwrap(),
+        !o.start_request(&first, "w2", pacing).await.unwrap(),
         "not w2's"
     );
     o.finish_job(
@@ -539,7 +539,7 @@ async fn claims_lease_pace_and_finish_jobs(db: TestDatabase) {
         .unwrap()
         .unwrap();
     assert_eq!((again.share_id, again.attempts), (b, 2));
-    assert!(o.start_request(again.job_id, "w1").await.unwrap());
+    assert!(o.start_request(&again, "w1", pacing).await.unwrap());
 
     // A worker that dies mid-request leaves its lease to expire; the next
     // claim sees that a request may have gone out.

@@ -341,19 +341,36 @@ macro_rules! outbox_store {
 
             async fn start_request(
                 &self,
-                job_id: uuid::Uuid,
+                job: &$crate::outbox::ClaimedJob,
                 worker: &str,
+                pacing: std::time::Duration,
             ) -> $crate::directory::DirResult<bool> {
-                let done = sqlx::query(
+                let now = chrono::Utc::now();
+                let mut tx = self.begin().await?;
+                let mine = sqlx::query(
                     "UPDATE outbox_jobs SET request_started_at = $3, updated_at = $3 \
                      WHERE id = $1 AND claimed_by = $2 AND status = 'running'",
                 )
-                .bind(job_id)
+                .bind(job.job_id)
                 .bind(worker)
-                .bind(chrono::Utc::now())
-                .execute(self.writer())
-                .await?;
-                Ok(done.rows_affected() > 0)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if mine {
+                    sqlx::query(
+                        "UPDATE whatsapp_contacts SET next_send_at = $2, updated_at = $3 \
+                         WHERE wa_number = $1 AND (next_send_at IS NULL OR next_send_at < $2)",
+                    )
+                    .bind(&job.wa_number)
+                    .bind($crate::outbox::after(now, pacing))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(mine)
             }
 
             async fn finish_job(

@@ -243,7 +243,7 @@ impl Worker {
             self.pace().await;
             if !self
                 .outbox
-                .start_request(job.job_id, &self.worker_id)
+                .start_request(&job, &self.worker_id, self.config.vendor_interval())
                 .await?
             {
                 // The lease passed to another worker, or a webhook closed the job.
