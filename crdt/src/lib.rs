@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod list;
+pub mod mux;
 pub mod nesting;
 pub mod position;
 pub mod protocol;

@@ -117,7 +117,7 @@ impl Config {
              max_update_structs={} max_update_delete_ranges={} outbound_queue_bytes={} max_doc_structs={} \
              presence_clients_per_connection={} \
              presence_state_bytes={} presence_list_bytes={} http_header_timeout_secs={} max_connections={} \
-             max_connections_per_address={} dead_peer_secs={} linger_ms={} commit_window_ms={} \
+             max_connections_per_address={} max_lists_per_socket={} dead_peer_secs={} linger_ms={} commit_window_ms={} \
              compaction_max_updates={} compaction_max_bytes={} keepalive_ms={} awareness_coalesce_ms={} \
              redis_url={} replica_id={} catchup_interval_ms={} gap_grace_ms={} jwt_secret={} data_dir={} \
              access_token_ttl_secs={} refresh_token_ttl_days={} invitation_ttl_hours={} access_recheck_secs={} \
@@ -143,6 +143,7 @@ impl Config {
             self.limits.http_header_timeout_secs,
             self.limits.max_connections,
             self.limits.max_connections_per_address,
+            self.limits.max_lists_per_socket,
             self.limits.dead_peer_secs,
             self.rooms.linger_ms,
             self.rooms.commit_window_ms,
@@ -324,6 +325,10 @@ pub struct Limits {
         default_value_t = 256
     )]
     pub max_connections_per_address: usize,
+
+    /// Most lists one multiplexed socket (`GET /v1/sync`) subscribes at once.
+    #[arg(long, env = "LARDER_MAX_LISTS_PER_SOCKET", default_value_t = 256)]
+    pub max_lists_per_socket: usize,
 
     /// Seconds after which a peer that vanished without closing its
     /// connection (lost network) is noticed and its presence removed.

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod interop;
+pub mod mux;
 pub mod process;
 pub mod proxy;
 pub mod redis_server;

@@ -6,21 +6,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+pub mod common;
+pub mod mux;
+
+use common::{
+    RateLimiter, SEND_TIMEOUT, close_socket, finish_close, keep_alive, malformed_reason, sleep_opt,
+    too_large_or_none,
+};
+
 use crate::auth::{Access, AccessCheck};
 use crate::close::{self, CloseReason};
 use crate::rooms::{ConnControl, JoinError, Joiner, Outbound, Rooms};
 
-static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A write that takes longer means the peer stopped reading; the socket is
-/// given up instead of holding its task.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 /// How a connection was asked to behave.
 #[derive(Debug, Clone)]
@@ -37,34 +41,6 @@ pub struct ConnectionOptions {
     pub wants_ack: bool,
     /// The read-only link the connection's token stands for.
     pub link_id: Option<Uuid>,
-}
-
-/// A token bucket: `rate` per second, up to `burst` at once.
-struct RateLimiter {
-    tokens: f64,
-    rate: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    fn new(rate: u32, burst: u32) -> Self {
-        RateLimiter {
-            tokens: f64::from(burst),
-            rate: f64::from(rate),
-            burst: f64::from(burst),
-            last: Instant::now(),
-        }
-    }
-
-    fn take(&mut self, n: usize) -> bool {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        self.tokens -= n as f64;
-        self.tokens >= 0.0
-    }
 }
 
 /// Serves one socket until it closes.
@@ -203,16 +179,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
                 if last_received.elapsed() > silence_limit {
                     break Some(CloseReason::new(close::GOING_AWAY, "no traffic from client"));
                 }
-                // A ping for peers that answer pings, and for browsers (which
-                // hide pings from scripts) a real message when we were quiet.
-                let ping = tokio::time::timeout(SEND_TIMEOUT, sink.send(WsMessage::Ping(bytes::Bytes::new())));
-                let mut is_ok = matches!(ping.await, Ok(Ok(())));
-                if is_ok && last_sent.elapsed() >= keepalive / 2 {
-                    let frame = WsMessage::Binary(larder_crdt::protocol::encode_keepalive().into());
-                    is_ok = matches!(tokio::time::timeout(SEND_TIMEOUT, sink.send(frame)).await, Ok(Ok(())));
-                    last_sent = Instant::now();
-                }
-                if !is_ok {
+                if !keep_alive(&mut sink, &mut last_sent, keepalive).await {
                     break None;
                 }
             }
@@ -220,31 +187,10 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
     };
 
     room.leave(conn).await;
-    if let Some(reason) = reason {
+    if let Some(reason) = &reason {
         tracing::debug!(conn, code = reason.code, reason = %reason.reason, "closing connection");
-        let frame = CloseFrame {
-            code: reason.code,
-            reason: reason.reason.into(),
-        };
-        // Best effort, bounded: a dead peer must not hold the task.
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            sink.send(WsMessage::Close(Some(frame))),
-        )
-        .await;
-        // Finish the closing handshake: read and discard until the peer's
-        // close. Closing a TCP socket with unread input resets it, and a
-        // reset can reach the peer before our close frame does.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(message)) = stream.next().await {
-                if matches!(message, WsMessage::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+    finish_close(&mut sink, &mut stream, reason).await;
 }
 
 /// Most queued frames written with one flush.
@@ -273,45 +219,4 @@ where
         }
     }
     sink.flush().await
-}
-
-/// The close reason for a refused frame: what was wrong, never the bytes.
-fn malformed_reason(error: &larder_crdt::protocol::ProtocolError) -> String {
-    use larder_crdt::protocol::ProtocolError;
-    match error {
-        ProtocolError::Invalid { reason, .. } => format!("malformed message: {reason}"),
-        ProtocolError::Empty | ProtocolError::Malformed { .. } => "malformed message".to_owned(),
-    }
-}
-
-/// A read error caused by the size limit still gets its close code.
-fn too_large_or_none(error: &axum::Error, limit: usize) -> Option<CloseReason> {
-    let text = error.to_string();
-    if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
-        Some(CloseReason::new(
-            close::MESSAGE_TOO_LARGE,
-            format!("message larger than {limit} bytes"),
-        ))
-    } else {
-        None
-    }
-}
-
-async fn sleep_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn close_socket(socket: &mut WebSocket, reason: CloseReason) {
-    let frame = CloseFrame {
-        code: reason.code,
-        reason: reason.reason.into(),
-    };
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        socket.send(WsMessage::Close(Some(frame))),
-    )
-    .await;
 }

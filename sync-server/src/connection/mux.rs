@@ -1,0 +1,382 @@
+//! One multiplexed WebSocket (`GET /v1/sync`): many lists over one
+//! socket, framed as [`larder_crdt::mux`] describes. Each subscribed list
+//! joins its room as a connection of its own (its own id, queue and
+//! control), so rooms serve both endpoints unchanged: authorization, the
+//! durable acknowledgement, limits and revocation apply per list, and a
+//! list that is refused or revoked is closed with a `closed` frame while
+//! the others stay subscribed. What concerns the socket (its token's
+//! expiry, the message rate, frame size, keep-alive) closes the socket.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{BoxStream, FuturesUnordered, SelectAll};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use larder_crdt::mux::MuxFrame;
+use larder_storage::directory::Directory;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::NEXT_CONN_ID;
+use super::common::{
+    RateLimiter, SEND_TIMEOUT, finish_close, malformed_reason, sleep_opt, too_large_or_none,
+};
+use crate::auth::{self, AccessCheck, tokens::TokenKeys};
+use crate::close::{self, CloseReason};
+use crate::rooms::{ConnControl, ConnId, JoinError, Joiner, Outbound, RoomHandle, Rooms};
+
+/// Close code confirming an unsubscribe.
+const UNSUBSCRIBED: u16 = 1000;
+
+/// What a multiplexed socket needs besides the rooms.
+#[derive(Clone)]
+pub struct MuxOptions {
+    pub token: String,
+    pub tokens: Arc<TokenKeys>,
+    pub directory: Directory,
+    /// When the socket's token expires: the socket closes with 4440.
+    pub expires_at: Instant,
+    pub recheck_every: Duration,
+    /// Most lists subscribed at once.
+    pub max_lists: usize,
+}
+
+/// A subscribed list.
+struct Subscription {
+    conn: ConnId,
+    room: RoomHandle,
+    control: Arc<ConnControl>,
+    check: AccessCheck,
+}
+
+/// What a subscription's room sent.
+enum RoomEvent {
+    Frame(Outbound),
+    Closed(CloseReason),
+}
+
+type Joined = Result<(Subscription, mpsc::Receiver<Outbound>), CloseReason>;
+
+/// Serves one multiplexed socket until it closes.
+pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
+    let ctx = rooms.context().clone();
+    let (mut sink, mut stream) = socket.split();
+    let limits = &ctx.limits;
+    let checks = limits.message_checks();
+    let keepalive = ctx.settings.keepalive();
+    let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
+    let mut rate = RateLimiter::new(limits.messages_per_second, limits.message_burst);
+    let mut last_sent = Instant::now();
+    let mut last_received = Instant::now();
+    let silence_limit = keepalive * 3;
+    let recheck_every = options.recheck_every.max(Duration::from_secs(1));
+    let mut recheck = tokio::time::interval_at(Instant::now() + recheck_every, recheck_every);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    let mut subscriptions: HashMap<Uuid, Subscription> = HashMap::new();
+    // Lists whose join is under way (a second subscribe waits for it), and
+    // those of them unsubscribed meanwhile.
+    let mut joining: HashSet<Uuid> = HashSet::new();
+    let mut cancelled: HashSet<Uuid> = HashSet::new();
+    let mut joins: FuturesUnordered<BoxFuture<'static, (Uuid, Joined)>> = FuturesUnordered::new();
+    let mut events: SelectAll<BoxStream<'static, (Uuid, ConnId, RoomEvent)>> = SelectAll::new();
+
+    let reason: Option<CloseReason> = loop {
+        tokio::select! {
+            Some((list, joined)) = joins.next() => {
+                joining.remove(&list);
+                match joined {
+                    Ok((sub, _)) if cancelled.remove(&list) => {
+                        sub.room.leave(sub.conn).await;
+                        if !send(&mut sink, closed(list, &CloseReason::new(UNSUBSCRIBED, "unsubscribed")), &mut last_sent).await {
+                            break None;
+                        }
+                    }
+                    Ok((sub, outbound)) => {
+                        events.push(room_events(list, sub.conn, outbound, sub.control.clone()));
+                        subscriptions.insert(list, sub);
+                    }
+                    Err(reason) => {
+                        cancelled.remove(&list);
+                        if !send(&mut sink, closed(list, &reason), &mut last_sent).await {
+                            break None;
+                        }
+                    }
+                }
+            }
+            Some((list, conn, event)) = events.next() => {
+                // Events of a subscription that was replaced or ended are stale.
+                let Some(sub) = subscriptions.get(&list).filter(|s| s.conn == conn) else {
+                    continue;
+                };
+                let frame = match event {
+                    RoomEvent::Frame(outbound) => {
+                        sub.control.sent(&outbound);
+                        MuxFrame::Data { list, payload: &outbound.frame }.encode()
+                    }
+                    RoomEvent::Closed(reason) => {
+                        let sub = subscriptions.remove(&list).expect("present");
+                        sub.room.leave(sub.conn).await;
+                        closed(list, &reason)
+                    }
+                };
+                if !send(&mut sink, frame, &mut last_sent).await {
+                    break Some(CloseReason::new(close::TRY_AGAIN_LATER, "too slow: send timed out"));
+                }
+            }
+            incoming = stream.next() => {
+                let message = match incoming {
+                    Some(Ok(message)) => message,
+                    Some(Err(e)) => break too_large_or_none(&e, limits.max_message_bytes),
+                    None => break None,
+                };
+                last_received = Instant::now();
+                let bytes = match message {
+                    WsMessage::Binary(bytes) => bytes,
+                    WsMessage::Text(_) => break Some(CloseReason::new(close::MALFORMED, "text frames are not part of the protocol")),
+                    WsMessage::Close(_) => break None,
+                    WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+                };
+                if bytes.len() > limits.max_message_bytes {
+                    break Some(CloseReason::new(close::MESSAGE_TOO_LARGE, format!("message larger than {} bytes", limits.max_message_bytes)));
+                }
+                if !rate.take(1) {
+                    metrics::counter!("larder_rate_limited_total").increment(1);
+                    break Some(CloseReason::new(close::RATE_LIMITED, "message rate limit exceeded"));
+                }
+                let frame = match MuxFrame::decode(&bytes) {
+                    Ok(frame) => frame,
+                    Err(e) => break Some(CloseReason::new(close::MALFORMED, format!("malformed frame: {e}"))),
+                };
+                let reply = match frame {
+                    MuxFrame::Subscribe { list, ack } => {
+                        if subscriptions.contains_key(&list) || joining.contains(&list) {
+                            cancelled.remove(&list);
+                            None
+                        } else if subscriptions.len() + joining.len() >= options.max_lists {
+                            Some(closed(list, &CloseReason::new(close::RATE_LIMITED, format!("at most {} lists on one socket", options.max_lists))))
+                        } else {
+                            joining.insert(list);
+                            joins.push(join(list, ack, options.clone(), rooms.clone()).boxed());
+                            None
+                        }
+                    }
+                    MuxFrame::Unsubscribe { list } => match subscriptions.remove(&list) {
+                        Some(sub) => {
+                            sub.room.leave(sub.conn).await;
+                            Some(closed(list, &CloseReason::new(UNSUBSCRIBED, "unsubscribed")))
+                        }
+                        None => {
+                            if joining.contains(&list) {
+                                cancelled.insert(list);
+                            }
+                            None
+                        }
+                    },
+                    MuxFrame::Data { list, payload } => match subscriptions.get(&list) {
+                        None => Some(closed(list, &CloseReason::new(close::NOT_FOUND, "not subscribed to this list"))),
+                        Some(sub) => match larder_crdt::protocol::split_frame_checked(payload, &checks) {
+                            Ok(messages) => {
+                                if !rate.take(messages.len().saturating_sub(1)) {
+                                    metrics::counter!("larder_rate_limited_total").increment(1);
+                                    break Some(CloseReason::new(close::RATE_LIMITED, "message rate limit exceeded"));
+                                }
+                                if sub.room.send_messages(sub.conn, messages).await {
+                                    None
+                                } else {
+                                    let sub = subscriptions.remove(&list).expect("present");
+                                    sub.room.leave(sub.conn).await;
+                                    Some(closed(list, &CloseReason::new(close::GOING_AWAY, "room closed")))
+                                }
+                            }
+                            Err(e) => {
+                                metrics::counter!("larder_messages_refused_total").increment(1);
+                                let sub = subscriptions.remove(&list).expect("present");
+                                sub.room.leave(sub.conn).await;
+                                Some(closed(list, &CloseReason::new(close::MALFORMED, malformed_reason(&e))))
+                            }
+                        },
+                    },
+                    MuxFrame::Closed { .. } => break Some(CloseReason::new(close::MALFORMED, "closed frames go from the server to the client")),
+                };
+                if let Some(frame) = reply
+                    && !send(&mut sink, frame, &mut last_sent).await
+                {
+                    break None;
+                }
+            }
+            _ = recheck.tick() => {
+                let mut revoked = Vec::new();
+                for (list, sub) in &subscriptions {
+                    if let Err(reason) = sub.check.check().await {
+                        revoked.push((*list, reason));
+                    }
+                }
+                let mut ok = true;
+                for (list, reason) in revoked {
+                    if let Some(sub) = subscriptions.remove(&list) {
+                        sub.room.leave(sub.conn).await;
+                    }
+                    ok = ok && send(&mut sink, closed(list, &reason), &mut last_sent).await;
+                }
+                if !ok {
+                    break None;
+                }
+            }
+            _ = sleep_opt(Some(options.expires_at)) => {
+                break Some(CloseReason::new(close::TOKEN_EXPIRED, "access token expired: refresh it and reconnect"));
+            }
+            _ = ticker.tick() => {
+                if last_received.elapsed() > silence_limit {
+                    break Some(CloseReason::new(close::GOING_AWAY, "no traffic from client"));
+                }
+                if !ping(&mut sink, &mut last_sent).await {
+                    break None;
+                }
+            }
+            _ = ctx.shutdown.cancelled() => {
+                break Some(CloseReason::new(close::GOING_AWAY, "server shutting down"));
+            }
+        }
+    };
+    for (_, sub) in subscriptions.drain() {
+        sub.room.leave(sub.conn).await;
+    }
+    // Joins still under way leave their rooms as they finish.
+    tokio::spawn(async move {
+        while let Some((_, joined)) = joins.next().await {
+            if let Ok((sub, _)) = joined {
+                sub.room.leave(sub.conn).await;
+            }
+        }
+    });
+    finish_close(&mut sink, &mut stream, reason).await;
+}
+
+/// Keep-alive on a multiplexed socket: a ping (a y-websocket message
+/// outside a data frame would not parse on the client).
+async fn ping<S>(sink: &mut S, last_sent: &mut Instant) -> bool
+where
+    S: futures_util::Sink<WsMessage, Error = axum::Error> + Unpin,
+{
+    let sent = tokio::time::timeout(
+        SEND_TIMEOUT,
+        sink.send(WsMessage::Ping(bytes::Bytes::new())),
+    )
+    .await;
+    *last_sent = Instant::now();
+    matches!(sent, Ok(Ok(())))
+}
+
+/// Authorizes the socket's token for `list`, joins its room and checks
+/// access once more (a revocation that raced the join is caught here).
+async fn join(list: Uuid, ack: bool, options: MuxOptions, rooms: Rooms) -> (Uuid, Joined) {
+    let grant = match auth::authorize_socket(
+        &options.tokens,
+        &options.directory,
+        Some(&options.token),
+        list,
+    )
+    .await
+    {
+        Ok(grant) => grant,
+        Err(reason) => return (list, Err(reason)),
+    };
+    let ctx = rooms.context().clone();
+    let conn = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+    let control = Arc::new(ConnControl::default());
+    let (outbound_tx, outbound) = mpsc::channel(ctx.limits.outbound_queue.max(1));
+    let room = loop {
+        let room = rooms.get_or_open(list);
+        let joiner = Joiner {
+            conn,
+            outbound: outbound_tx.clone(),
+            control: control.clone(),
+            access: grant.access,
+            user_id: Some(grant.user_id),
+            wants_ack: ack,
+            link_id: grant.link_id,
+        };
+        match room.join(joiner).await {
+            Ok(()) => break room,
+            Err(JoinError::Unloading) if ctx.shutdown.is_cancelled() => {
+                return (
+                    list,
+                    Err(CloseReason::new(close::GOING_AWAY, "server shutting down")),
+                );
+            }
+            Err(JoinError::Unloading) => tokio::task::yield_now().await,
+            Err(JoinError::Refused(reason)) => return (list, Err(reason)),
+        }
+    };
+    drop(outbound_tx);
+    let check = AccessCheck::new(
+        options.directory.clone(),
+        list,
+        grant.user_id,
+        grant.link_id,
+    );
+    if let Err(reason) = check.check().await {
+        room.leave(conn).await;
+        return (list, Err(reason));
+    }
+    let sub = Subscription {
+        conn,
+        room,
+        control,
+        check,
+    };
+    (list, Ok((sub, outbound)))
+}
+
+/// A subscription's frames, then how it ended.
+fn room_events(
+    list: Uuid,
+    conn: ConnId,
+    outbound: mpsc::Receiver<Outbound>,
+    control: Arc<ConnControl>,
+) -> BoxStream<'static, (Uuid, ConnId, RoomEvent)> {
+    futures_util::stream::unfold(Some((outbound, control)), move |state| async move {
+        let (mut outbound, control) = state?;
+        tokio::select! {
+            biased;
+            frame = outbound.recv() => match frame {
+                Some(frame) => Some(((list, conn, RoomEvent::Frame(frame)), Some((outbound, control)))),
+                None => {
+                    let reason = control
+                        .reason()
+                        .unwrap_or_else(|| CloseReason::new(close::GOING_AWAY, "room closed"));
+                    Some(((list, conn, RoomEvent::Closed(reason)), None))
+                }
+            },
+            reason = control.closed() => Some(((list, conn, RoomEvent::Closed(reason)), None)),
+        }
+    })
+    .boxed()
+}
+
+fn closed(list: Uuid, reason: &CloseReason) -> Vec<u8> {
+    MuxFrame::Closed {
+        list,
+        code: reason.code,
+        reason: &reason.reason,
+    }
+    .encode()
+}
+
+/// Writes one frame, bounded; `false` when the socket failed.
+async fn send<S>(sink: &mut S, frame: Vec<u8>, last_sent: &mut Instant) -> bool
+where
+    S: futures_util::Sink<WsMessage, Error = axum::Error> + Unpin,
+{
+    *last_sent = Instant::now();
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, sink.send(WsMessage::Binary(frame.into()))).await,
+        Ok(Ok(()))
+    )
+}
