@@ -150,6 +150,15 @@ async fn lists_are_refused_and_closed_one_by_one_with_their_own_codes() {
     )
     .await;
 
+    // An unsubscribe is always confirmed, even of a list that was refused.
+    mux.unsubscribe(unknown);
+    eventually(
+        "the unsubscribe is confirmed",
+        Duration::from_secs(10),
+        || async { mux.closed(unknown).is_some_and(|(code, _)| code == 1000) },
+    )
+    .await;
+
     for list in [a, b, c] {
         mux.subscribe(list, false);
         wait_synced_mux(&mux, list).await;

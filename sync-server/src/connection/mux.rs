@@ -7,7 +7,7 @@
 //! the others stay subscribed. What concerns the socket (its token's
 //! expiry, the message rate, frame size, keep-alive) closes the socket.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -28,10 +28,18 @@ use super::common::{
 };
 use crate::auth::{self, AccessCheck, tokens::TokenKeys};
 use crate::close::{self, CloseReason};
-use crate::rooms::{ConnControl, ConnId, JoinError, Joiner, Outbound, RoomHandle, Rooms};
+use crate::rooms::{ConnControl, ConnId, Handed, JoinError, Joiner, Outbound, RoomHandle, Rooms};
 
 /// Close code confirming an unsubscribe.
 const UNSUBSCRIBED: u16 = 1000;
+/// Joins one socket runs at once; further subscribes wait their turn.
+const JOINS_AT_ONCE: usize = 16;
+/// Subscribes per second one socket may make, in bursts of
+/// [`SUBSCRIBE_BURST`]: each costs database reads, and may load a list.
+const SUBSCRIBES_PER_SECOND: u32 = 20;
+const SUBSCRIBE_BURST: u32 = 300;
+/// How long the periodic access re-check of all the socket's lists may take.
+const RECHECK_LIMIT: Duration = Duration::from_secs(5);
 
 /// What a multiplexed socket needs besides the rooms.
 #[derive(Clone)]
@@ -71,6 +79,8 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
     let keepalive = ctx.settings.keepalive();
     let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
     let mut rate = RateLimiter::new(limits.messages_per_second, limits.message_burst);
+    let mut subscribe_rate = RateLimiter::new(SUBSCRIBES_PER_SECOND, SUBSCRIBE_BURST);
+    let tracker = ctx.tracker.clone();
     let mut last_sent = Instant::now();
     let mut last_received = Instant::now();
     let silence_limit = keepalive * 3;
@@ -83,6 +93,8 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
     // those of them unsubscribed meanwhile.
     let mut joining: HashSet<Uuid> = HashSet::new();
     let mut cancelled: HashSet<Uuid> = HashSet::new();
+    // Subscribes waiting for a join to finish (they count as joining).
+    let mut waiting: VecDeque<(Uuid, bool)> = VecDeque::new();
     let mut joins: FuturesUnordered<BoxFuture<'static, (Uuid, Joined)>> = FuturesUnordered::new();
     let mut events: SelectAll<BoxStream<'static, (Uuid, ConnId, RoomEvent)>> = SelectAll::new();
 
@@ -90,9 +102,12 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
         tokio::select! {
             Some((list, joined)) = joins.next() => {
                 joining.remove(&list);
+                if let Some((next, ack)) = waiting.pop_front() {
+                    joins.push(join(next, ack, options.clone(), rooms.clone()).boxed());
+                }
                 match joined {
                     Ok((sub, _)) if cancelled.remove(&list) => {
-                        sub.room.leave(sub.conn).await;
+                        sub.room.leave_soon(sub.conn, &tracker);
                         if !send(&mut sink, closed(list, &CloseReason::new(UNSUBSCRIBED, "unsubscribed")), &mut last_sent).await {
                             break None;
                         }
@@ -102,7 +117,12 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
                         subscriptions.insert(list, sub);
                     }
                     Err(reason) => {
-                        cancelled.remove(&list);
+                        // A join unsubscribed meanwhile is confirmed as such.
+                        let reason = if cancelled.remove(&list) {
+                            CloseReason::new(UNSUBSCRIBED, "unsubscribed")
+                        } else {
+                            reason
+                        };
                         if !send(&mut sink, closed(list, &reason), &mut last_sent).await {
                             break None;
                         }
@@ -120,13 +140,14 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
                         MuxFrame::Data { list, payload: &outbound.frame }.encode()
                     }
                     RoomEvent::Closed(reason) => {
-                        let sub = subscriptions.remove(&list).expect("present");
-                        sub.room.leave(sub.conn).await;
+                        if let Some(sub) = subscriptions.remove(&list) {
+                            sub.room.leave_soon(sub.conn, &tracker);
+                        }
                         closed(list, &reason)
                     }
                 };
                 if !send(&mut sink, frame, &mut last_sent).await {
-                    break Some(CloseReason::new(close::TRY_AGAIN_LATER, "too slow: send timed out"));
+                    break None;
                 }
             }
             incoming = stream.next() => {
@@ -149,6 +170,12 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
                     metrics::counter!("larder_rate_limited_total").increment(1);
                     break Some(CloseReason::new(close::RATE_LIMITED, "message rate limit exceeded"));
                 }
+                if matches!(MuxFrame::decode(&bytes), Ok(MuxFrame::Subscribe { .. }))
+                    && !subscribe_rate.take(1)
+                {
+                    metrics::counter!("larder_rate_limited_total").increment(1);
+                    break Some(CloseReason::new(close::RATE_LIMITED, "subscribe rate limit exceeded"));
+                }
                 let frame = match MuxFrame::decode(&bytes) {
                     Ok(frame) => frame,
                     Err(e) => break Some(CloseReason::new(close::MALFORMED, format!("malformed frame: {e}"))),
@@ -162,45 +189,57 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
                             Some(closed(list, &CloseReason::new(close::RATE_LIMITED, format!("at most {} lists on one socket", options.max_lists))))
                         } else {
                             joining.insert(list);
-                            joins.push(join(list, ack, options.clone(), rooms.clone()).boxed());
+                            if joins.len() < JOINS_AT_ONCE {
+                                joins.push(join(list, ack, options.clone(), rooms.clone()).boxed());
+                            } else {
+                                waiting.push_back((list, ack));
+                            }
                             None
                         }
                     }
                     MuxFrame::Unsubscribe { list } => match subscriptions.remove(&list) {
                         Some(sub) => {
-                            sub.room.leave(sub.conn).await;
+                            sub.room.leave_soon(sub.conn, &tracker);
                             Some(closed(list, &CloseReason::new(UNSUBSCRIBED, "unsubscribed")))
                         }
-                        None => {
-                            if joining.contains(&list) {
-                                cancelled.insert(list);
-                            }
+                        // Confirmed when its join finishes.
+                        None if joining.contains(&list) => {
+                            cancelled.insert(list);
                             None
                         }
+                        None => Some(closed(list, &CloseReason::new(UNSUBSCRIBED, "unsubscribed"))),
                     },
+                    // Data sent before the subscribe was answered is dropped:
+                    // the list is about to be subscribed, not refused.
+                    MuxFrame::Data { list, .. } if joining.contains(&list) => None,
                     MuxFrame::Data { list, payload } => match subscriptions.get(&list) {
                         None => Some(closed(list, &CloseReason::new(close::NOT_FOUND, "not subscribed to this list"))),
-                        Some(sub) => match larder_crdt::protocol::split_frame_checked(payload, &checks) {
-                            Ok(messages) => {
-                                if !rate.take(messages.len().saturating_sub(1)) {
-                                    metrics::counter!("larder_rate_limited_total").increment(1);
-                                    break Some(CloseReason::new(close::RATE_LIMITED, "message rate limit exceeded"));
+                        Some(sub) => {
+                            let refusal = match larder_crdt::protocol::split_frame_checked(payload, &checks) {
+                                Ok(messages) => {
+                                    if !rate.take(messages.len()) {
+                                        metrics::counter!("larder_rate_limited_total").increment(1);
+                                        break Some(CloseReason::new(close::RATE_LIMITED, "message rate limit exceeded"));
+                                    }
+                                    match sub.room.try_send_messages(sub.conn, messages) {
+                                        Handed::Queued => None,
+                                        // One busy list must not hold up the others.
+                                        Handed::Busy => Some(CloseReason::new(close::TRY_AGAIN_LATER, "list busy: subscribe again shortly")),
+                                        Handed::Closed => Some(CloseReason::new(close::GOING_AWAY, "room closed")),
+                                    }
                                 }
-                                if sub.room.send_messages(sub.conn, messages).await {
-                                    None
-                                } else {
-                                    let sub = subscriptions.remove(&list).expect("present");
-                                    sub.room.leave(sub.conn).await;
-                                    Some(closed(list, &CloseReason::new(close::GOING_AWAY, "room closed")))
+                                Err(e) => {
+                                    metrics::counter!("larder_messages_refused_total").increment(1);
+                                    Some(CloseReason::new(close::MALFORMED, malformed_reason(&e)))
                                 }
-                            }
-                            Err(e) => {
-                                metrics::counter!("larder_messages_refused_total").increment(1);
-                                let sub = subscriptions.remove(&list).expect("present");
-                                sub.room.leave(sub.conn).await;
-                                Some(closed(list, &CloseReason::new(close::MALFORMED, malformed_reason(&e))))
-                            }
-                        },
+                            };
+                            refusal.map(|reason| {
+                                if let Some(sub) = subscriptions.remove(&list) {
+                                    sub.room.leave_soon(sub.conn, &tracker);
+                                }
+                                closed(list, &reason)
+                            })
+                        }
                     },
                     MuxFrame::Closed { .. } => break Some(CloseReason::new(close::MALFORMED, "closed frames go from the server to the client")),
                 };
@@ -211,16 +250,30 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
                 }
             }
             _ = recheck.tick() => {
-                let mut revoked = Vec::new();
-                for (list, sub) in &subscriptions {
-                    if let Err(reason) = sub.check.check().await {
-                        revoked.push((*list, reason));
+                // All lists at once, bounded: a slow database must not hold
+                // the socket (an unanswered check keeps the list, as on a
+                // per-list socket).
+                let mut checks: FuturesUnordered<BoxFuture<'static, (Uuid, Result<(), CloseReason>)>> =
+                    subscriptions
+                        .iter()
+                        .map(|(list, sub)| {
+                            let check = sub.check.clone();
+                            let list = *list;
+                            async move { (list, check.check().await) }.boxed()
+                        })
+                        .collect();
+                let mut results = Vec::new();
+                let _ = tokio::time::timeout(RECHECK_LIMIT, async {
+                    while let Some(result) = checks.next().await {
+                        results.push(result);
                     }
-                }
+                })
+                .await;
                 let mut ok = true;
-                for (list, reason) in revoked {
+                for (list, result) in results {
+                    let Err(reason) = result else { continue };
                     if let Some(sub) = subscriptions.remove(&list) {
-                        sub.room.leave(sub.conn).await;
+                        sub.room.leave_soon(sub.conn, &tracker);
                     }
                     ok = ok && send(&mut sink, closed(list, &reason), &mut last_sent).await;
                 }
@@ -245,16 +298,22 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
         }
     };
     for (_, sub) in subscriptions.drain() {
-        sub.room.leave(sub.conn).await;
+        sub.room.leave_soon(sub.conn, &tracker);
     }
-    // Joins still under way leave their rooms as they finish.
-    tokio::spawn(async move {
-        while let Some((_, joined)) = joins.next().await {
-            if let Ok((sub, _)) = joined {
-                sub.room.leave(sub.conn).await;
-            }
-        }
-    });
+    // Joins still under way leave their rooms as they finish (bounded: a
+    // join waits at most for its list to load).
+    if !joins.is_empty() {
+        tracker.spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(60), async {
+                while let Some((_, joined)) = joins.next().await {
+                    if let Ok((sub, _)) = joined {
+                        sub.room.leave(sub.conn).await;
+                    }
+                }
+            })
+            .await;
+        });
+    }
     finish_close(&mut sink, &mut stream, reason).await;
 }
 

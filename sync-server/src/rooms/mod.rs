@@ -248,10 +248,44 @@ impl RoomHandle {
             .is_ok()
     }
 
+    /// Hands messages to the room without waiting: `Busy` when its queue
+    /// is full (a socket carrying many lists must not stall them all on
+    /// one busy room).
+    pub fn try_send_messages(&self, conn: ConnId, messages: Vec<Message>) -> Handed {
+        match self.tx.try_send(RoomCommand::Messages { conn, messages }) {
+            Ok(()) => Handed::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Handed::Busy,
+            Err(mpsc::error::TrySendError::Closed(_)) => Handed::Closed,
+        }
+    }
+
     /// Tells the room a connection is gone.
     pub async fn leave(&self, conn: ConnId) {
         let _ = self.tx.send(RoomCommand::Leave { conn }).await;
     }
+
+    /// [`RoomHandle::leave`] without waiting: when the room's queue is
+    /// full, the leave is sent from a task of `tracker`.
+    pub fn leave_soon(&self, conn: ConnId, tracker: &TaskTracker) {
+        if let Err(mpsc::error::TrySendError::Full(command)) =
+            self.tx.try_send(RoomCommand::Leave { conn })
+        {
+            let tx = self.tx.clone();
+            tracker.spawn(async move {
+                let _ = tx.send(command).await;
+            });
+        }
+    }
+}
+
+/// What [`RoomHandle::try_send_messages`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handed {
+    Queued,
+    /// The room's queue is full.
+    Busy,
+    /// The room is gone.
+    Closed,
 }
 
 struct Entry {
