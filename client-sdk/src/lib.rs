@@ -1,4 +1,6 @@
-//! Larder's Rust client: a y-websocket sync client for one list.
+//! Larder's Rust client: a y-websocket sync client for one list, and
+//! [`store`], the device's durable store of lists and unsent edits that the
+//! offline-first SDK builds on.
 //!
 //! [`SyncClient`] holds a local `yrs::Doc` that the app edits through
 //! [`larder_crdt::ListDoc`] whether or not it is connected; while connected,
@@ -7,6 +9,8 @@
 //! Durable storage on the device, backoff and status events come with the
 //! SDK's own issue; this is the protocol core they build on.
 #![forbid(unsafe_code)]
+
+pub mod store;
 
 use std::sync::{Arc, Mutex};
 
