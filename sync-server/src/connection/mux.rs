@@ -28,7 +28,9 @@ use super::common::{
 };
 use crate::auth::{self, AccessCheck, tokens::TokenKeys};
 use crate::close::{self, CloseReason};
-use crate::rooms::{ConnControl, ConnId, Handed, JoinError, Joiner, Outbound, RoomHandle, Rooms};
+use crate::rooms::{
+    ConnControl, ConnId, Handed, JoinError, Joiner, Outbound, RoomHandle, Rooms, SharedBudget,
+};
 
 /// Close code confirming an unsubscribe.
 const UNSUBSCRIBED: u16 = 1000;
@@ -80,6 +82,9 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
     let mut ticker = tokio::time::interval_at(Instant::now() + keepalive, keepalive);
     let mut rate = RateLimiter::new(limits.messages_per_second, limits.message_burst);
     let mut subscribe_rate = RateLimiter::new(SUBSCRIBES_PER_SECOND, SUBSCRIBE_BURST);
+    // Frames queued for all the socket's lists together: four times what
+    // one single-list socket may hold, however many lists it carries.
+    let budget = SharedBudget::new(limits.outbound_queue_bytes.saturating_mul(4));
     let tracker = ctx.tracker.clone();
     let mut last_sent = Instant::now();
     let mut last_received = Instant::now();
@@ -103,7 +108,7 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
             Some((list, joined)) = joins.next() => {
                 joining.remove(&list);
                 if let Some((next, ack)) = waiting.pop_front() {
-                    joins.push(join(next, ack, options.clone(), rooms.clone()).boxed());
+                    joins.push(join(next, ack, options.clone(), rooms.clone(), budget.clone()).boxed());
                 }
                 match joined {
                     Ok((sub, _)) if cancelled.remove(&list) => {
@@ -190,7 +195,7 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
                         } else {
                             joining.insert(list);
                             if joins.len() < JOINS_AT_ONCE {
-                                joins.push(join(list, ack, options.clone(), rooms.clone()).boxed());
+                                joins.push(join(list, ack, options.clone(), rooms.clone(), budget.clone()).boxed());
                             } else {
                                 waiting.push_back((list, ack));
                             }
@@ -334,7 +339,13 @@ where
 
 /// Authorizes the socket's token for `list`, joins its room and checks
 /// access once more (a revocation that raced the join is caught here).
-async fn join(list: Uuid, ack: bool, options: MuxOptions, rooms: Rooms) -> (Uuid, Joined) {
+async fn join(
+    list: Uuid,
+    ack: bool,
+    options: MuxOptions,
+    rooms: Rooms,
+    budget: Arc<SharedBudget>,
+) -> (Uuid, Joined) {
     let grant = match auth::authorize_socket(
         &options.tokens,
         &options.directory,
@@ -348,7 +359,7 @@ async fn join(list: Uuid, ack: bool, options: MuxOptions, rooms: Rooms) -> (Uuid
     };
     let ctx = rooms.context().clone();
     let conn = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
-    let control = Arc::new(ConnControl::default());
+    let control = Arc::new(ConnControl::sharing(budget));
     let (outbound_tx, outbound) = mpsc::channel(ctx.limits.outbound_queue.max(1));
     let room = loop {
         let room = rooms.get_or_open(list);

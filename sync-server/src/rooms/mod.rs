@@ -93,9 +93,53 @@ pub struct ConnControl {
     queued_bytes: AtomicUsize,
     state_reply: AtomicBool,
     presence_reply: AtomicBool,
+    /// The budget this connection shares with others on one socket.
+    shared: Option<Arc<SharedBudget>>,
+}
+
+/// Bytes that several connections (the lists of one multiplexed socket)
+/// may have queued together: one socket holds no more however many lists
+/// it carries.
+#[derive(Debug)]
+pub struct SharedBudget {
+    queued: AtomicUsize,
+    max: usize,
+}
+
+impl SharedBudget {
+    pub fn new(max: usize) -> Arc<SharedBudget> {
+        Arc::new(SharedBudget {
+            queued: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// Bytes queued by all its connections.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for ConnControl {
+    /// What was queued and never written (a subscription that ended with
+    /// frames in its queue) goes back to the shared budget.
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared
+                .queued
+                .fetch_sub(*self.queued_bytes.get_mut(), Ordering::AcqRel);
+        }
+    }
 }
 
 impl ConnControl {
+    /// A control whose queued bytes also count against `shared`.
+    pub fn sharing(shared: Arc<SharedBudget>) -> ConnControl {
+        let mut control = ConnControl::default();
+        control.shared = Some(shared);
+        control
+    }
+
     /// Asks the connection to close with `reason` (the first reason wins).
     pub fn close(&self, reason: CloseReason) {
         let _ = self.reason.set(reason);
@@ -119,11 +163,26 @@ impl ConnControl {
     /// Counts `len` more queued bytes unless that passes `max` (a frame
     /// into an empty queue always fits, however large).
     pub fn reserve(&self, len: usize, max: usize) -> bool {
-        self.queued_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                (queued == 0 || queued + len <= max).then_some(queued + len)
-            })
-            .is_ok()
+        let fits = |max: usize| {
+            move |queued: usize| (queued == 0 || queued + len <= max).then_some(queued + len)
+        };
+        if self
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, fits(max))
+            .is_err()
+        {
+            return false;
+        }
+        if let Some(shared) = &self.shared
+            && shared
+                .queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, fits(shared.max))
+                .is_err()
+        {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// Bytes queued and not written yet.
@@ -151,6 +210,11 @@ impl ConnControl {
     pub fn sent(&self, outbound: &Outbound) {
         self.queued_bytes
             .fetch_sub(outbound.frame.len(), Ordering::AcqRel);
+        if let Some(shared) = &self.shared {
+            shared
+                .queued
+                .fetch_sub(outbound.frame.len(), Ordering::AcqRel);
+        }
         if let Some(reply) = outbound.reply {
             self.reply_flag(reply).store(false, Ordering::Release);
         }
@@ -529,4 +593,35 @@ fn remove_if_idle(
     }
     metrics::gauge!("larder_rooms_open").decrement(1.0);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbound(len: usize) -> Outbound {
+        Outbound {
+            frame: Bytes::from(vec![0u8; len]),
+            reply: None,
+        }
+    }
+
+    #[test]
+    fn connections_sharing_a_budget_hold_no_more_than_it_together() {
+        let budget = SharedBudget::new(100);
+        let a = ConnControl::sharing(budget.clone());
+        let b = ConnControl::sharing(budget.clone());
+        assert!(a.reserve(60, 1_000));
+        assert!(!b.reserve(60, 1_000), "the socket's budget is spent");
+        assert_eq!(b.queued_bytes(), 0, "a refused frame is not counted");
+        assert!(b.reserve(40, 1_000));
+        assert_eq!(budget.queued(), 100);
+        a.sent(&outbound(60));
+        assert_eq!(budget.queued(), 40);
+        // Frames never written go back when the connection is gone.
+        drop(b);
+        assert_eq!(budget.queued(), 0);
+        // An empty budget takes any one frame, as an empty queue does.
+        assert!(a.reserve(500, 1_000));
+    }
 }
