@@ -135,6 +135,67 @@ impl LocalStore {
         .await?)
     }
 
+    /// Keeps every list of `family` on the device from now on.
+    pub async fn add_family(&self, family: Uuid) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO families (family_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(family)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Stops keeping the lists of `family` (they stay on the device).
+    pub async fn forget_family(&self, family: Uuid) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM families WHERE family_id = $1")
+            .bind(family)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The families whose lists the device keeps.
+    pub async fn families(&self) -> Result<Vec<Uuid>, StoreError> {
+        let rows: Vec<(Uuid,)> =
+            sqlx::query_as("SELECT family_id FROM families ORDER BY family_id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// The kept (not removed) lists of `family`.
+    pub async fn family_lists(&self, family: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        let rows: Vec<(Uuid,)> = sqlx::query_as(
+            "SELECT list_id FROM lists WHERE family_id = $1 AND removed_at IS NULL ORDER BY list_id",
+        )
+        .bind(family)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// The family of a kept list, when known.
+    pub async fn family_of(&self, list: Uuid) -> Result<Option<Uuid>, StoreError> {
+        let row: Option<(Option<Uuid>,)> =
+            sqlx::query_as("SELECT family_id FROM lists WHERE list_id = $1")
+                .bind(list)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.and_then(|(f,)| f))
+    }
+
+    /// Lists taken off the device (deleted on the server) that still hold
+    /// local edits the server never stored.
+    pub async fn removed_with_unsent(&self) -> Result<Vec<Uuid>, StoreError> {
+        let rows: Vec<(Uuid,)> = sqlx::query_as(
+            "SELECT list_id FROM lists WHERE removed_at IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM updates u WHERE u.list_id = lists.list_id AND u.origin = 'local') \
+             ORDER BY list_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
     /// The list as stored, if the device keeps it.
     pub async fn load(&self, list: Uuid) -> Result<Option<StoredList>, StoreError> {
         let row = sqlx::query("SELECT state, durable_sv FROM lists WHERE list_id = $1")

@@ -14,6 +14,7 @@ pub mod mux;
 pub mod process;
 pub mod proxy;
 pub mod redis_server;
+pub mod sdk;
 pub mod whatsapp;
 
 use std::future::Future;

@@ -99,6 +99,15 @@ async fn accept_loop(
     }
 }
 
+/// The `host:port` of a URL whose host is an IP address (a database URL),
+/// to put a proxy in front of.
+pub fn socket_addr_of(url: &str) -> SocketAddr {
+    let rest = url.split_once("://").expect("URL").1;
+    let authority = rest.split('/').next().expect("authority");
+    let host_port = authority.rsplit('@').next().expect("host");
+    host_port.parse().expect("host:port of an IP address")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,13 +3,12 @@
 //! messages or goes away, or a replica dies.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use larder_client::SyncClient;
 use larder_crdt::ItemPatch;
 use larder_server::Config;
-use larder_tests::proxy::TcpProxy;
+use larder_tests::proxy::{TcpProxy, socket_addr_of};
 use larder_tests::redis_server::RedisServer;
 use larder_tests::*;
 use uuid::Uuid;
@@ -81,13 +80,6 @@ async fn write_rounds(
             tokio::task::yield_now().await;
         }
     }
-}
-
-fn socket_addr_of(url: &str) -> SocketAddr {
-    let rest = url.split_once("://").expect("URL").1;
-    let authority = rest.split('/').next().expect("authority");
-    let host_port = authority.rsplit('@').next().expect("host");
-    host_port.parse().expect("host:port of an IP address")
 }
 
 async fn readyz_body(app: &TestApp) -> String {
