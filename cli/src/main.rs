@@ -253,7 +253,8 @@ async fn after_edit(client: &Client, offline: bool, wait: Duration) {
     }
 }
 
-/// Goes online and waits until every kept list is synced, or `wait` passes.
+/// Goes online and waits until every kept list is synced, or `wait`
+/// passes; the client stays online until it closes.
 async fn settle(client: &Client, wait: Duration) {
     client.set_online(true);
     let mut status = client.status();
@@ -271,14 +272,18 @@ async fn settle(client: &Client, wait: Duration) {
     })
     .await;
     let _ = tokio::time::timeout(wait, status.wait_for(|s| s.state == SyncState::Synced)).await;
-    client.set_online(false);
 }
 
 async fn print_status(client: &Client) -> anyhow::Result<()> {
     let overall = client.status().borrow().clone();
     for id in client.lists().await? {
         let list = client.list(id).await?;
-        let name = list.snapshot().await?.meta.name.unwrap_or_default();
+        let name = list
+            .snapshot()
+            .await?
+            .meta
+            .name
+            .unwrap_or_else(|| "(not synced yet)".into());
         let status = list.status().borrow().clone();
         let state = match &status.stopped {
             Some(stopped) => format!("stopped ({} {})", stopped.code, stopped.reason),

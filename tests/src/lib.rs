@@ -100,7 +100,27 @@ impl TestApp {
         TestApp::start(database_url, Some(relay), configure).await
     }
 
+    /// Starts a server at `addr` (the address of one that stopped: a
+    /// restart, as clients see it).
+    pub async fn spawn_at(
+        addr: SocketAddr,
+        database_url: &str,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        TestApp::start_on(addr, database_url, None, configure).await
+    }
+
     async fn start(
+        database_url: &str,
+        relay: Option<Arc<dyn Relay>>,
+        configure: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        TestApp::start_on(any_port, database_url, relay, configure).await
+    }
+
+    async fn start_on(
+        addr: SocketAddr,
         database_url: &str,
         relay: Option<Arc<dyn Relay>>,
         configure: impl FnOnce(&mut Config),
@@ -113,7 +133,7 @@ impl TestApp {
         config.rate_limits.login_per_minute = 100_000;
         config.rate_limits.writes_per_minute = 1_000_000;
         configure(&mut config);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let listener = std::net::TcpListener::bind(addr).expect("bind the address");
         listener
             .set_nonblocking(true)
             .expect("non-blocking listener");
