@@ -135,7 +135,7 @@ impl Client {
             s.signed_in = true;
             s.last_error = None;
         });
-        let _ = self.shared.commands.send(Command::SignedIn);
+        let _ = self.shared.commands.send(Command::SessionChanged);
     }
 
     /// Signs out on the server and the device. Lists and their unsent
@@ -143,6 +143,7 @@ impl Client {
     pub async fn sign_out(&self) {
         self.shared.auth.sign_out(&self.shared.rest).await;
         self.shared.status.send_modify(|s| s.signed_in = false);
+        let _ = self.shared.commands.send(Command::SessionChanged);
     }
 
     /// The session kept on the device, if signed in.

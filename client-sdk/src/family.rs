@@ -26,7 +26,7 @@ pub(crate) async fn fetch_lists(
 ) -> Result<Vec<Uuid>, RestError> {
     let mut ids = Vec::new();
     let mut cursor: Option<Uuid> = None;
-    loop {
+    for _ in 0..MAX_PAGES {
         let mut path = format!("/v1/families/{family}/lists?limit=200");
         if let Some(cursor) = cursor {
             path.push_str(&format!("&cursor={cursor}"));
@@ -37,9 +37,50 @@ pub(crate) async fn fetch_lists(
             .await?;
         ids.extend(page.lists.into_iter().map(|l| l.id));
         match page.next_cursor {
-            // A server that repeats a cursor would loop: stop at 100 pages.
-            Some(next) if ids.len() < 200 * 100 => cursor = Some(next),
-            _ => return Ok(ids),
+            Some(next) => cursor = Some(next),
+            None => return Ok(ids),
         }
+    }
+    Err(RestError::Api {
+        status: 0,
+        code: "too_many_pages".into(),
+        message: format!("family {family} lists more than {MAX_PAGES} pages of lists"),
+    })
+}
+
+/// Pages of 200 lists fetched at most: a server that keeps answering with
+/// a next page cannot keep the sync loop here.
+const MAX_PAGES: usize = 100;
+
+/// What the server says of a list a socket closed with 4404.
+pub(crate) enum ListFate {
+    /// Deleted, or never there: take it off the device.
+    Gone,
+    /// The user may no longer see it.
+    Forbidden,
+    /// It is there: the 4404 was about a subscription, not the list.
+    Exists,
+    /// The server could not be asked.
+    Unknown(RestError),
+}
+
+/// Asks the server whether `list` still exists for the user.
+pub(crate) async fn fate(shared: &Shared, list: Uuid, token: &str) -> ListFate {
+    #[derive(Deserialize)]
+    struct Detail {
+        deleted_at: Option<serde_json::Value>,
+    }
+    let answer: Result<Detail, RestError> = shared
+        .rest
+        .call(Method::GET, &format!("/v1/lists/{list}"), Some(token), None)
+        .await;
+    match answer {
+        Ok(detail) if detail.deleted_at.as_ref().is_some_and(|d| !d.is_null()) => ListFate::Gone,
+        Ok(_) => ListFate::Exists,
+        Err(e) => match e.status() {
+            Some(404 | 410) => ListFate::Gone,
+            Some(403) => ListFate::Forbidden,
+            _ => ListFate::Unknown(e),
+        },
     }
 }

@@ -200,17 +200,17 @@ impl Shared {
             resident.loaded = None;
             return Err(e.into());
         }
-        let after = loaded.list.read(&loaded.doc.transact());
-        let fold = self.fold_if_due(list, &loaded.doc).await;
-        drop(resident);
+        // Counted under the lock: a recount runs under it too.
         cell.status.send_modify(|s| s.undurable += 1);
+        let after = loaded.list.read(&loaded.doc.transact());
+        self.fold_if_due(list, &loaded.doc).await;
+        drop(resident);
         cell.settle();
         self.refresh_overall();
         let _ = self.commands.send(Command::Local { list, update });
         if let Some(change) = Change::between(list, Source::Local, &before, &after) {
             let _ = self.events.send(change);
         }
-        fold?;
         result.map_err(Error::Crdt)
     }
 
@@ -227,11 +227,25 @@ impl Shared {
             }
             let update = Update::decode_v1(bytes)
                 .map_err(|_| Error::Protocol(format!("list {list}: an update does not decode")))?;
-            loaded
-                .doc
-                .transact_mut_with(REMOTE)
-                .apply_update(update)
-                .map_err(|e| Error::Protocol(format!("list {list}: {e}")))?;
+            let doc = &loaded.doc;
+            // yrs may panic on input it cannot integrate: the list is read
+            // back from disk (without it) instead of the sync loop dying.
+            let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                doc.transact_mut_with(REMOTE).apply_update(update)
+            }));
+            match applied {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    resident.loaded = None;
+                    return Err(Error::Protocol(format!("list {list}: {e}")));
+                }
+                Err(_) => {
+                    resident.loaded = None;
+                    return Err(Error::Protocol(format!(
+                        "list {list}: an update from the server cannot be applied"
+                    )));
+                }
+            }
             self.store.append(list, Origin::Remote, bytes).await?;
             kept = true;
         }
@@ -239,12 +253,12 @@ impl Shared {
             return Ok(());
         }
         let after = loaded.list.read(&loaded.doc.transact());
-        let fold = self.fold_if_due(list, &loaded.doc).await;
+        self.fold_if_due(list, &loaded.doc).await;
         drop(resident);
         if let Some(change) = Change::between(list, Source::Remote, &before, &after) {
             let _ = self.events.send(change);
         }
-        fold
+        Ok(())
     }
 
     /// What the server lacks, given its state vector (sync step 2).
@@ -275,12 +289,18 @@ impl Shared {
         if let Some(loaded) = resident.loaded.as_mut() {
             loaded.durable = merged;
         }
-        drop(resident);
-        self.recount(&cell).await
+        self.count_locked(&cell).await
     }
 
     /// Counts the list's local edits not yet stored by the server.
     pub(crate) async fn recount(&self, cell: &ListCell) -> Result<(), Error> {
+        let _resident = cell.doc.lock().await;
+        self.count_locked(cell).await
+    }
+
+    /// [`Shared::recount`] with the list's lock held, so no edit is stored
+    /// between the count and its publication.
+    async fn count_locked(&self, cell: &ListCell) -> Result<(), Error> {
         let undurable = self.store.undurable(cell.id).await?.len();
         cell.status.send_modify(|s| {
             s.undurable = undurable;
@@ -293,14 +313,23 @@ impl Shared {
         Ok(())
     }
 
-    async fn fold_if_due(&self, list: Uuid, doc: &Doc) -> Result<(), Error> {
-        if self.store.needs_fold(list).await? {
-            let state = doc
-                .transact()
-                .encode_state_as_update_v1(&StateVector::default());
-            self.store.fold(list, &state).await?;
+    /// Folds the list's updates into its state when they outweigh it. A
+    /// failure is logged, not returned: the edit is stored already (a
+    /// caller told otherwise would make it again), and the next edit
+    /// tries the fold again.
+    async fn fold_if_due(&self, list: Uuid, doc: &Doc) {
+        let folded = async {
+            if self.store.needs_fold(list).await? {
+                let state = doc
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                self.store.fold(list, &state).await?;
+            }
+            Ok::<(), crate::store::StoreError>(())
+        };
+        if let Err(e) = folded.await {
+            tracing::warn!(%list, error = %e, "compacting the list on the device failed");
         }
-        Ok(())
     }
 
     /// Recomputes the overall status from the lists'.

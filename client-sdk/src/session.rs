@@ -200,8 +200,12 @@ impl Auth {
                 let fresh = Session::from(answer);
                 // On disk before anything uses it: the old refresh token is
                 // spent (a retry within the server's grace period returns
-                // the same new one, so a crash here loses nothing).
-                write_private(&self.path, &fresh).map_err(AuthError::Storage)?;
+                // the same new one, so a crash here loses nothing). Kept in
+                // memory even when the disk refuses it, since the old token
+                // no longer works; the next refresh writes again.
+                if let Err(e) = write_private(&self.path, &fresh) {
+                    tracing::warn!(error = %e, "cannot keep the refreshed session on the device");
+                }
                 *slot = Some(fresh.clone());
                 Ok(fresh)
             }
@@ -219,12 +223,13 @@ impl Auth {
     }
 
     async fn keep(&self, session: Session) -> Result<Session, RestError> {
+        let mut slot = self.session.lock().await;
         write_private(&self.path, &session).map_err(|e| RestError::Api {
             status: 0,
             code: "session_not_kept".into(),
             message: e,
         })?;
-        *self.session.lock().await = Some(session.clone());
+        *slot = Some(session.clone());
         Ok(session)
     }
 }

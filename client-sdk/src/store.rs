@@ -144,6 +144,26 @@ impl LocalStore {
         Ok(())
     }
 
+    /// Keeps `list` of `family` unless the device took it off before
+    /// (deleted on the server, or forgotten by the app); whether it is kept.
+    pub async fn keep_family_list(&self, list: Uuid, family: Uuid) -> Result<bool, StoreError> {
+        sqlx::query(
+            "INSERT INTO lists (list_id, family_id) VALUES ($1, $2) \
+             ON CONFLICT (list_id) DO UPDATE SET family_id = excluded.family_id \
+             WHERE lists.removed_at IS NULL",
+        )
+        .bind(list)
+        .bind(family)
+        .execute(&self.pool)
+        .await?;
+        let (kept,): (bool,) =
+            sqlx::query_as("SELECT removed_at IS NULL FROM lists WHERE list_id = $1")
+                .bind(list)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(kept)
+    }
+
     /// Stops keeping the lists of `family` (they stay on the device).
     pub async fn forget_family(&self, family: Uuid) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM families WHERE family_id = $1")

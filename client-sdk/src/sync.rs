@@ -32,6 +32,7 @@ use yrs::sync::{Message, SyncMessage};
 
 use crate::client::Shared;
 use crate::config::Backoff;
+use crate::family::ListFate;
 use crate::session::AuthError;
 use crate::status::{Stopped, SyncState};
 
@@ -43,6 +44,13 @@ pub const MAX_LISTS_PER_SOCKET: usize = 256;
 const PING_EVERY: Duration = Duration::from_secs(10);
 /// How long opening a socket may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A socket open this long was a success: the backoff starts over. One
+/// the server accepts and closes at once keeps backing off.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Largest data frame the SDK sends; the server's default limit on a
+/// message is 1 MiB. A sync step 2 larger than this goes as the separate
+/// unsent edits instead.
+const MAX_FRAME_BYTES: usize = 512 * 1024;
 
 /// What the client asks of the sync loop.
 #[derive(Debug)]
@@ -55,8 +63,8 @@ pub(crate) enum Command {
     Local { list: Uuid, update: Vec<u8> },
     /// Fetch the lists of the synced families again now.
     Families,
-    /// Someone signed in: try again.
-    SignedIn,
+    /// Someone signed in or out: reopen the socket with the new session.
+    SessionChanged,
 }
 
 /// How a socket ended.
@@ -69,6 +77,8 @@ enum Ended {
     Lost(String),
     /// The client is gone.
     Shutdown,
+    /// The session changed: reopen at once.
+    SessionChanged,
 }
 
 /// A list whose server closed it: when to ask again.
@@ -86,6 +96,12 @@ struct Loop {
     wanted: HashSet<Uuid>,
     backoff: Backoff,
     retries: HashMap<Uuid, Retry>,
+    /// Sockets in a row the server refused the token of.
+    auth_refusals: u32,
+    /// Unsubscribes sent on this socket and not yet confirmed (`closed`
+    /// 1000), per list: a late confirmation is not taken for the end of a
+    /// newer subscription.
+    unsubscribing: HashMap<Uuid, u32>,
 }
 
 /// Runs until the client is dropped.
@@ -102,6 +118,8 @@ pub(crate) async fn run(
         wanted: HashSet::new(),
         backoff,
         retries: HashMap::new(),
+        auth_refusals: 0,
+        unsubscribing: HashMap::new(),
     };
     this.run().await;
 }
@@ -175,13 +193,16 @@ impl Loop {
                     continue;
                 }
             };
-            self.backoff.reset();
+            let opened = Instant::now();
             self.shared.status.send_modify(|s| {
                 s.connects += 1;
                 s.state = SyncState::Syncing;
             });
             tracing::debug!(server, "sync socket open");
             let ended = self.serve(socket).await;
+            if opened.elapsed() >= HEALTHY_AFTER {
+                self.backoff.reset();
+            }
             for cell in self.shared.cells() {
                 cell.has_server_state.store(false, Ordering::Relaxed);
             }
@@ -190,9 +211,14 @@ impl Loop {
                 .send_modify(|s| s.state = SyncState::Connecting);
             match ended {
                 Ended::Shutdown => return,
-                Ended::Offline => {}
+                Ended::Offline | Ended::SessionChanged => {}
                 Ended::Closed(code @ (4440 | 4401), reason) => {
                     tracing::debug!(code, reason, "sync socket closed: refreshing the token");
+                    self.auth_refusals += 1;
+                    if self.auth_refusals > 1 && !self.wait_backoff().await {
+                        // Refused again right after a refresh: not at once.
+                        return;
+                    }
                     match self
                         .shared
                         .auth
@@ -266,7 +292,7 @@ impl Loop {
                     }
                     Some(Command::Forget(list)) => { self.wanted.remove(&list); }
                     Some(Command::Local { .. }) => {}
-                    Some(Command::Families | Command::SignedIn) => if until.is_none() { return true },
+                    Some(Command::Families | Command::SessionChanged) => if until.is_none() { return true },
                 },
                 changed = self.online.changed() => {
                     if changed.is_err() { return false; }
@@ -292,21 +318,28 @@ impl Loop {
         let families = self.shared.store.families().await.unwrap_or_default();
         let mut evicted = Vec::new();
         for family in families {
+            // Read before asking: a list kept meanwhile (just created) is
+            // not mistaken for one deleted.
+            let kept = self
+                .shared
+                .store
+                .family_lists(family)
+                .await
+                .unwrap_or_default();
             match crate::family::fetch_lists(&self.shared, family, token).await {
                 Ok(present) => {
-                    let kept = self
-                        .shared
-                        .store
-                        .family_lists(family)
-                        .await
-                        .unwrap_or_default();
                     for list in &present {
-                        if self
-                            .shared
-                            .store
-                            .ensure_list(*list, Some(family))
-                            .await
-                            .is_ok()
+                        let stopped =
+                            self.shared.cell(*list).status.borrow().state == SyncState::Stopped;
+                        // Lists refused for good, deleted or forgotten on
+                        // this device are not taken back.
+                        if !stopped
+                            && self
+                                .shared
+                                .store
+                                .keep_family_list(*list, family)
+                                .await
+                                .unwrap_or(false)
                         {
                             self.wanted.insert(*list);
                         }
@@ -384,6 +417,7 @@ impl Loop {
     /// Serves one open socket until it ends.
     async fn serve(&mut self, mut socket: Socket) -> Ended {
         let mut subs: HashMap<Uuid, bool> = HashMap::new();
+        self.unsubscribing.clear();
         let lists: Vec<Uuid> = self.wanted.iter().copied().collect();
         for list in lists {
             if let Err(e) = self.subscribe(&mut socket, &mut subs, list).await {
@@ -493,7 +527,7 @@ impl Loop {
         let evicted = self.refresh_families(&session.access_token).await;
         for list in evicted {
             if subs.remove(&list).is_some() {
-                send_frame(socket, MuxFrame::Unsubscribe { list }).await?;
+                self.unsubscribe(socket, list).await?;
             }
         }
         let missing: Vec<Uuid> = self
@@ -503,6 +537,32 @@ impl Loop {
             .copied()
             .collect();
         for list in missing {
+            self.subscribe(socket, subs, list).await?;
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, socket: &mut Socket, list: Uuid) -> Result<(), Ended> {
+        *self.unsubscribing.entry(list).or_default() += 1;
+        send_frame(socket, MuxFrame::Unsubscribe { list }).await
+    }
+
+    /// Subscribes lists that waited for a free place on the socket.
+    async fn fill_free_places(
+        &mut self,
+        socket: &mut Socket,
+        subs: &mut HashMap<Uuid, bool>,
+    ) -> Result<(), Ended> {
+        let now = Instant::now();
+        let waiting: Vec<Uuid> = self
+            .wanted
+            .iter()
+            .filter(|l| !subs.contains_key(l))
+            .filter(|l| self.retries.get(l).is_none_or(|r| r.at <= now))
+            .take(MAX_LISTS_PER_SOCKET.saturating_sub(subs.len()))
+            .copied()
+            .collect();
+        for list in waiting {
             self.subscribe(socket, subs, list).await?;
         }
         Ok(())
@@ -550,7 +610,8 @@ impl Loop {
                 self.wanted.remove(&list);
                 self.retries.remove(&list);
                 if subs.remove(&list).is_some() {
-                    send_frame(socket, MuxFrame::Unsubscribe { list }).await?;
+                    self.unsubscribe(socket, list).await?;
+                    self.fill_free_places(socket, subs).await?;
                 }
             }
             Command::Local { list, update } => {
@@ -567,7 +628,10 @@ impl Loop {
                 }
             }
             Command::Families => self.sync_families(socket, subs).await?,
-            Command::SignedIn => {}
+            Command::SessionChanged => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
+                return Err(Ended::SessionChanged);
+            }
         }
         Ok(())
     }
@@ -593,39 +657,68 @@ impl Loop {
                 }
             }
             MuxFrame::Closed { list, code, reason } => {
-                subs.remove(&list);
-                let cell = self.shared.cell(list);
-                cell.has_server_state.store(false, Ordering::Relaxed);
-                match code {
-                    1000 => {}
-                    4404 => {
-                        let reason = if reason.is_empty() {
-                            "no such list"
-                        } else {
-                            reason
-                        };
-                        let family = self.shared.store.family_of(list).await.ok().flatten();
-                        if family.is_some() {
-                            self.evict(list, code, reason).await;
-                        } else {
-                            self.stop(list, code, reason);
+                if code == 1000 {
+                    // Confirms one of our unsubscribes.
+                    if let Some(n) = self.unsubscribing.get_mut(&list) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.unsubscribing.remove(&list);
                         }
                     }
-                    4403 | 4400 | 4413 | 4414 => self.stop(list, code, reason),
+                    return Ok(());
+                }
+                let Some(joined) = subs.get(&list).copied() else {
+                    // About a subscription that ended already.
+                    return Ok(());
+                };
+                let cell = self.shared.cell(list);
+                match code {
+                    4404 => match self.fate(list).await {
+                        ListFate::Gone => {
+                            subs.remove(&list);
+                            let reason = if reason.is_empty() {
+                                "no such list"
+                            } else {
+                                reason
+                            };
+                            let family = self.shared.store.family_of(list).await.ok().flatten();
+                            if family.is_some() {
+                                self.evict(list, code, reason).await;
+                            } else {
+                                self.stop(list, code, reason);
+                            }
+                        }
+                        ListFate::Forbidden => {
+                            subs.remove(&list);
+                            self.stop(list, 4403, "access to the list was revoked");
+                        }
+                        // The list is there: a late answer to a frame sent
+                        // before the server ended an earlier subscription;
+                        // this one's step 1 is still to come.
+                        ListFate::Exists if !joined => {}
+                        ListFate::Exists => {
+                            subs.remove(&list);
+                            self.retry_later(list, code, reason);
+                        }
+                        ListFate::Unknown(e) => {
+                            subs.remove(&list);
+                            let why = format!("{reason} (the server could not be asked: {e})");
+                            self.retry_later(list, code, &why);
+                        }
+                    },
+                    4403 | 4400 | 4413 | 4414 => {
+                        subs.remove(&list);
+                        self.stop(list, code, reason);
+                    }
                     _ => {
                         // Busy or shutting down: ask again later.
-                        cell.set_state(SyncState::Connecting);
-                        cell.status
-                            .send_modify(|s| s.last_error = Some(format!("{code}: {reason}")));
-                        let retry = self.retries.entry(list).or_insert_with(|| Retry {
-                            at: Instant::now(),
-                            backoff: Backoff::new(
-                                self.shared.config.backoff_initial,
-                                self.shared.config.backoff_max,
-                            ),
-                        });
-                        retry.at = Instant::now() + retry.backoff.next();
+                        subs.remove(&list);
+                        self.retry_later(list, code, reason);
                     }
+                }
+                cell.has_server_state.store(false, Ordering::Relaxed);
+                if subs.len() < MAX_LISTS_PER_SOCKET {
+                    self.fill_free_places(socket, subs).await?;
                 }
             }
             MuxFrame::Subscribe { .. } | MuxFrame::Unsubscribe { .. } => {
@@ -633,6 +726,32 @@ impl Loop {
             }
         }
         Ok(())
+    }
+
+    /// Subscribes `list` again after a backoff of its own.
+    fn retry_later(&mut self, list: Uuid, code: u16, reason: &str) {
+        let cell = self.shared.cell(list);
+        cell.has_server_state.store(false, Ordering::Relaxed);
+        cell.set_state(SyncState::Connecting);
+        cell.status
+            .send_modify(|s| s.last_error = Some(format!("{code}: {reason}")));
+        let (initial, max) = (
+            self.shared.config.backoff_initial,
+            self.shared.config.backoff_max,
+        );
+        let retry = self.retries.entry(list).or_insert_with(|| Retry {
+            at: Instant::now(),
+            backoff: Backoff::new(initial, max),
+        });
+        retry.at = Instant::now() + retry.backoff.next();
+    }
+
+    /// Asks the server what became of a list closed with 4404.
+    async fn fate(&self, list: Uuid) -> ListFate {
+        match self.shared.auth.current().await {
+            Some(session) => crate::family::fate(&self.shared, list, &session.access_token).await,
+            None => ListFate::Unknown(crate::RestError::Network("signed out".into())),
+        }
     }
 
     /// Handles one data frame of `list`. An error that is the list's own
@@ -648,12 +767,14 @@ impl Loop {
         if first {
             cell.set_state(SyncState::Syncing);
             self.retries.remove(&list);
+            self.auth_refusals = 0;
         }
         let messages = protocol::split_frame(payload).map_err(|e| {
             tracing::warn!(%list, error = %e, "the server sent a message that does not parse");
             None
         })?;
         let mut updates = Vec::new();
+        let mut got_state = false;
         for message in messages {
             match message {
                 Message::Sync(SyncMessage::SyncStep1(theirs)) => {
@@ -661,24 +782,18 @@ impl Loop {
                         self.list_error(list, &e);
                         None
                     })?;
-                    let answer = protocol::encode_sync_step2(missing);
-                    send_frame(
-                        socket,
-                        MuxFrame::Data {
-                            list,
-                            payload: &answer,
-                        },
-                    )
-                    .await?;
+                    self.answer_step1(socket, list, missing).await?;
                 }
                 Message::Sync(SyncMessage::SyncStep2(update)) => {
                     updates.push(update);
-                    cell.has_server_state.store(true, Ordering::Relaxed);
+                    got_state = true;
                 }
                 Message::Sync(SyncMessage::Update(update)) => updates.push(update),
                 Message::Custom(protocol::MSG_DURABLE_ACK, body) => {
                     // Updates before the acknowledgement are applied first.
-                    self.apply(list, &mut updates).await;
+                    if self.apply(list, &mut updates).await && got_state {
+                        cell.has_server_state.store(true, Ordering::Relaxed);
+                    }
                     if let Some(stored) = protocol::decode_durable_ack(&body)
                         && let Err(e) = self.shared.acknowledged(list, &stored).await
                     {
@@ -691,7 +806,9 @@ impl Loop {
                 _ => {}
             }
         }
-        self.apply(list, &mut updates).await;
+        if self.apply(list, &mut updates).await && got_state {
+            cell.has_server_state.store(true, Ordering::Relaxed);
+        }
         if first {
             let ours = self.shared.state_vector(list).await.map_err(|e| {
                 self.list_error(list, &e);
@@ -712,14 +829,97 @@ impl Loop {
         Ok(())
     }
 
-    async fn apply(&self, list: Uuid, updates: &mut Vec<Vec<u8>>) {
+    /// Applies the updates received so far; whether they all applied.
+    async fn apply(&self, list: Uuid, updates: &mut Vec<Vec<u8>>) -> bool {
         if updates.is_empty() {
-            return;
+            return true;
         }
-        if let Err(e) = self.shared.apply_remote(list, updates).await {
-            self.list_error(list, &e);
-        }
+        let applied = self.shared.apply_remote(list, updates).await;
         updates.clear();
+        match applied {
+            Ok(()) => true,
+            Err(e) => {
+                self.list_error(list, &e);
+                false
+            }
+        }
+    }
+
+    /// Answers the server's sync step 1 with what it lacks. An answer over
+    /// [`MAX_FRAME_BYTES`] (a long offline backlog) goes as the unsent
+    /// local edits, merged into updates under the limit, then an empty
+    /// step 2 that asks for the acknowledgement: one message over the
+    /// server's limit would close the whole socket, every time.
+    async fn answer_step1(
+        &mut self,
+        socket: &mut Socket,
+        list: Uuid,
+        missing: Vec<u8>,
+    ) -> Result<(), Option<Ended>> {
+        if missing.len() <= MAX_FRAME_BYTES {
+            let answer = protocol::encode_sync_step2(missing);
+            return Ok(send_frame(
+                socket,
+                MuxFrame::Data {
+                    list,
+                    payload: &answer,
+                },
+            )
+            .await?);
+        }
+        let unsent = self.shared.store.undurable(list).await.map_err(|e| {
+            self.list_error(list, &e.into());
+            None
+        })?;
+        let mut group: Vec<Vec<u8>> = Vec::new();
+        let mut group_bytes = 0;
+        for update in unsent {
+            if update.len() > MAX_FRAME_BYTES {
+                self.stop(list, 4413, "a local edit is larger than the server takes");
+                return Err(None);
+            }
+            if group_bytes + update.len() > MAX_FRAME_BYTES {
+                self.send_merged(socket, list, std::mem::take(&mut group))
+                    .await?;
+                group_bytes = 0;
+            }
+            group_bytes += update.len();
+            group.push(update);
+        }
+        self.send_merged(socket, list, group).await?;
+        let ask_ack = protocol::encode_sync_step2(larder_crdt::state::EMPTY_UPDATE.to_vec());
+        Ok(send_frame(
+            socket,
+            MuxFrame::Data {
+                list,
+                payload: &ask_ack,
+            },
+        )
+        .await?)
+    }
+
+    async fn send_merged(
+        &mut self,
+        socket: &mut Socket,
+        list: Uuid,
+        group: Vec<Vec<u8>>,
+    ) -> Result<(), Option<Ended>> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let merged = larder_crdt::state::merge_updates(group).map_err(|e| {
+            self.list_error(list, &crate::Error::Protocol(e.to_string()));
+            None
+        })?;
+        let message = protocol::encode_update(merged);
+        Ok(send_frame(
+            socket,
+            MuxFrame::Data {
+                list,
+                payload: &message,
+            },
+        )
+        .await?)
     }
 
     fn list_error(&self, list: Uuid, error: &crate::Error) {

@@ -19,6 +19,14 @@ fn relay_only(config: &mut Config) {
     config.database.db_max_connections = 4;
 }
 
+/// Ann, her family and its list "Weekly shop".
+async fn shop(app: &TestApp) -> (Account, uuid::Uuid, uuid::Uuid) {
+    let ann = app.signup("ann").await;
+    let family = app.create_family(&ann, "Smiths").await;
+    let list_id = app.create_list(&ann, family, "Weekly shop").await;
+    (ann, family, list_id)
+}
+
 /// The list's items as the projection (REST) shows them, sorted by name.
 async fn projected_names(app: &TestApp, account: &Account, list: uuid::Uuid) -> Vec<String> {
     let (status, body) = app
@@ -159,9 +167,7 @@ async fn offline_edits_on_two_replicas_converge_and_are_stored() {
 async fn edits_outlive_a_client_dropped_mid_write_and_upload_later() {
     let db = TestDatabase::create().await;
     let app = TestApp::spawn(db.url()).await;
-    let ann = app.signup("ann").await;
-    let family = app.create_family(&ann, "Smiths").await;
-    let list_id = app.create_list(&ann, family, "Weekly shop").await;
+    let (ann, _, list_id) = shop(&app).await;
     let dir = DataDir::new();
 
     // An app on a runtime of its own, offline, killed while it writes: the
@@ -223,9 +229,7 @@ async fn a_replica_dying_mid_sync_loses_and_duplicates_nothing() {
     let redis = redis_url().await;
     let one = TestApp::spawn_replica(db.url(), &redis, relay_only).await;
     let two = TestApp::spawn_replica(db.url(), &redis, relay_only).await;
-    let ann = one.signup("ann").await;
-    let family = one.create_family(&ann, "Smiths").await;
-    let list_id = one.create_list(&ann, family, "Weekly shop").await;
+    let (ann, _, list_id) = shop(&one).await;
     let dir = DataDir::new();
     let client = signed_in(config(&dir, &[&one, &two]), &ann).await;
     let list = client.list(list_id).await.expect("list");
@@ -272,9 +276,7 @@ async fn a_replica_dying_mid_sync_loses_and_duplicates_nothing() {
 async fn a_server_restart_mid_sync_loses_and_duplicates_nothing() {
     let db = TestDatabase::create().await;
     let app = TestApp::spawn(db.url()).await;
-    let ann = app.signup("ann").await;
-    let family = app.create_family(&ann, "Smiths").await;
-    let list_id = app.create_list(&ann, family, "Weekly shop").await;
+    let (ann, _, list_id) = shop(&app).await;
     let dir = DataDir::new();
     let client = signed_in(config(&dir, &[&app]), &ann).await;
     let list = client.list(list_id).await.expect("list");
@@ -317,14 +319,43 @@ async fn a_server_restart_mid_sync_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_offline_backlog_uploads_in_pieces_under_the_message_limit() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn(db.url()).await;
+    let (ann, _, list_id) = shop(&app).await;
+    let dir = DataDir::new();
+    let mut offline = config(&dir, &[&app]);
+    offline.offline = true;
+    let client = signed_in(offline, &ann).await;
+    let list = client.list(list_id).await.expect("list");
+    // About 1.6 MB of edits: one sync step 2 would pass the server's 1 MiB
+    // message limit and close the socket.
+    for n in 0..400 {
+        let details = ItemDetails {
+            note: Some(format!("{n:04}").repeat(1024)),
+            ..ItemDetails::default()
+        };
+        list.add_item(&format!("item {n:03}"), details)
+            .await
+            .expect("add offline");
+    }
+    client.set_online(true);
+    wait_durable(&list).await;
+    assert_eq!(client.status().borrow().connects, 1, "no socket was closed");
+    let stored = stored_snapshot(db.url(), list_id).await;
+    assert_eq!(stored.items.len(), 400);
+    assert_eq!(stored, list.snapshot().await.unwrap());
+    client.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undurable_edits_reach_zero_only_once_in_the_database() {
     // PostgreSQL: the test cuts the database's connection with a proxy.
     let db = TestDatabase::postgres().await;
     let pg_proxy = TcpProxy::start(socket_addr_of(db.url())).await;
     let app = TestApp::spawn(&pg_proxy.rewrite_url(db.url())).await;
-    let ann = app.signup("ann").await;
-    let family = app.create_family(&ann, "Smiths").await;
-    let list_id = app.create_list(&ann, family, "Weekly shop").await;
+    let (ann, _, list_id) = shop(&app).await;
     let dir = DataDir::new();
     let client = signed_in(config(&dir, &[&app]), &ann).await;
     let list = client.list(list_id).await.expect("list");
@@ -457,9 +488,7 @@ async fn one_socket_carries_a_family_of_fifty_lists_and_a_deleted_one_leaves_alo
 async fn an_expired_token_is_refreshed_and_offline_edits_upload() {
     let db = TestDatabase::create().await;
     let app = TestApp::spawn_with(db.url(), |c| c.auth.access_token_ttl_secs = 3).await;
-    let ann = app.signup("ann").await;
-    let family = app.create_family(&ann, "Smiths").await;
-    let list_id = app.create_list(&ann, family, "Weekly shop").await;
+    let (ann, _, list_id) = shop(&app).await;
     let dir = DataDir::new();
     let mut settings = config(&dir, &[&app]);
     settings.refresh_margin = Duration::from_millis(500);

@@ -55,10 +55,17 @@ impl Batches {
         if self.is_idle() {
             return true;
         }
+        self.wait_for_ack(conn);
+        false
+    }
+
+    /// `conn` is acknowledged (again) after the next batch is stored, or
+    /// when [`Batches::take_waiting_acks`] is next called with nothing to
+    /// store.
+    pub(crate) fn wait_for_ack(&mut self, conn: ConnId) {
         if !self.waiting_acks.contains(&conn) {
             self.waiting_acks.push(conn);
         }
-        false
     }
 
     /// Whether a batch can be cut now: something is pending and nothing is

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use uuid::Uuid;
+use yrs::updates::decoder::Decode;
+use yrs::{StateVector, Update};
 
 /// An update relayed before it was stored that its origin did not confirm
 /// as stored within this time is stored by the receiving room itself.
@@ -105,6 +107,24 @@ impl LiveUpdates {
         self.queue.iter().map(|u| u.update.as_slice())
     }
 
+    /// Lowers `sv` below the first clock each unconfirmed update inserts:
+    /// what this room holds only from another replica's live relay is not
+    /// stored yet, so a durable acknowledgement must not claim it.
+    pub(crate) fn exclude_from(&self, sv: &mut StateVector) {
+        for unconfirmed in &self.queue {
+            let Ok(update) = Update::decode_v1(&unconfirmed.update) else {
+                continue;
+            };
+            for (client, ranges) in update.insertions(true).iter() {
+                if let Some(start) = ranges.iter().map(|r| r.start).min()
+                    && sv.get(client) > start
+                {
+                    sv.set_min(*client, start);
+                }
+            }
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
@@ -132,6 +152,39 @@ mod tests {
         let a = next_live_id();
         let b = next_live_id();
         assert!(b > a);
+    }
+
+    #[test]
+    fn what_is_only_relayed_is_not_claimed_as_stored() {
+        use yrs::{ClientID, Doc, Map, ReadTxn, Transact};
+        let doc = Doc::with_client_id(7);
+        let map = doc.get_or_insert_map("items");
+        let stored_part = {
+            let mut txn = doc.transact_mut();
+            map.insert(&mut txn, "a", "stored");
+            txn.encode_update_v1()
+        };
+        let relayed_part = {
+            let mut txn = doc.transact_mut();
+            map.insert(&mut txn, "b", "relayed, not confirmed");
+            txn.encode_update_v1()
+        };
+        assert!(!stored_part.is_empty());
+        let mut live = LiveUpdates::default();
+        live.keep(Uuid::new_v4(), 1, relayed_part);
+        let mut sv = doc.transact().state_vector();
+        assert_eq!(sv.get(&ClientID::new(7)), 2);
+        live.exclude_from(&mut sv);
+        assert_eq!(
+            sv.get(&ClientID::new(7)),
+            1,
+            "the relayed insert is not claimed"
+        );
+        // A client the relayed update does not touch keeps its clock.
+        let mut other = StateVector::default();
+        other.set_max(ClientID::new(9), 4);
+        live.exclude_from(&mut other);
+        assert_eq!(other.get(&ClientID::new(9)), 4);
     }
 
     #[tokio::test(start_paused = true)]

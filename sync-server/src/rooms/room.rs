@@ -579,9 +579,16 @@ impl Room {
             return;
         }
         if wants_ack && self.batches.ack_when_stored(conn) {
-            // Nothing of this connection's is waiting: what we hold is stored.
-            let sv = self.doc.transact().state_vector();
+            // Nothing of this connection's is waiting: what we hold is
+            // stored, but for what other replicas have not confirmed.
+            let sv = self.stored_state_vector();
             self.send_to(conn, protocol::encode_durable_ack(&sv), None);
+            if !self.live.is_empty() {
+                // Once that is stored (confirmed or adopted), say so again:
+                // it may hold this client's edits, relayed by a replica it
+                // used before.
+                self.batches.wait_for_ack(conn);
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use larder_relay::{Envelope, Payload, Relay};
 use larder_storage::{ListHead, NewUpdate, SeqRange, StoreError, StoredDoc};
 use uuid::Uuid;
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, Transact, Update};
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use larder_crdt::nesting::NestingIndex;
 
@@ -111,7 +111,7 @@ impl Room {
 
     /// Cuts a batch from what is pending and hands it to the committer.
     pub(super) fn start_flush(&mut self) {
-        let sv = self.doc.transact().state_vector();
+        let sv = self.stored_state_vector();
         if let Some(batch) = self.batches.cut(sv) {
             let update = batch.update.clone();
             self.submit(update);
@@ -157,13 +157,7 @@ impl Room {
                 // More that arrived while writing goes out with the loop's
                 // next flush; connections that sent nothing new while this
                 // batch was written have everything stored now.
-                let waiting = self.batches.take_waiting_acks();
-                if !waiting.is_empty() {
-                    let sv = self.doc.transact().state_vector();
-                    for conn in waiting {
-                        self.send_to(conn, protocol::encode_durable_ack(&sv), None);
-                    }
-                }
+                self.send_waiting_acks();
                 self.arm_linger();
             }
             CommitOutcome::ListGone => {
@@ -204,6 +198,28 @@ impl Room {
         id
     }
 
+    /// Acknowledges the connections waiting for one, when nothing of this
+    /// room is waiting to be stored.
+    pub(super) fn send_waiting_acks(&mut self) {
+        let waiting = self.batches.take_waiting_acks();
+        if waiting.is_empty() {
+            return;
+        }
+        let sv = self.stored_state_vector();
+        for conn in waiting {
+            self.send_to(conn, protocol::encode_durable_ack(&sv), None);
+        }
+    }
+
+    /// The document's state vector without what other replicas relayed
+    /// and have not confirmed as stored: what is durable once everything
+    /// this room holds to store is stored.
+    pub(super) fn stored_state_vector(&self) -> StateVector {
+        let mut sv = self.doc.transact().state_vector();
+        self.live.exclude_from(&mut sv);
+        sv
+    }
+
     /// Stores the relayed updates whose origin did not confirm them in time
     /// (all of them when `all`).
     pub(super) fn adopt_unconfirmed(&mut self, all: bool) {
@@ -229,6 +245,8 @@ impl Room {
                     .sequencer
                     .relayed(first_seq, last_seq, update, sent_at_micros);
                 self.apply_ready(ready);
+                // Acknowledgements held back for what was just confirmed.
+                self.send_waiting_acks();
             }
             Payload::Live { id, update } => {
                 // Unsequenced: the sequence moves only with the stored batch
