@@ -2,7 +2,8 @@
 # Installs and starts what Larder's tests need, on a fresh Debian machine
 # with only a Rust toolchain: cargo-nextest, PostgreSQL at 127.0.0.1:5432
 # (user postgres, no password on loopback), Redis at 127.0.0.1:6379,
-# Node.js, and the interop test's npm packages. Does nothing that is
+# Node.js, the interop test's npm packages, the web app (built) and
+# Chromium for its browser tests. Does nothing that is
 # already there. Called by scripts/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,3 +83,11 @@ if ! command -v npm >/dev/null; then
     apt_install nodejs npm
 fi
 npm ci --prefix tests/interop --no-audit --no-fund --loglevel=error
+
+# The web app: its packages (pinned by web/package-lock.json), a fresh build
+# (the browser tests load it from web/dist), and Chromium to run it in -----
+npm ci --prefix web --no-audit --no-fund --loglevel=error
+npm run build --prefix web --silent
+if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+    apt_install chromium
+fi

@@ -36,7 +36,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::http::router())
-        .fallback(|| async { crate::error::ApiError::NotFound })
+        // Everything else is the web app (never under /v1).
+        .fallback(crate::web::serve)
         .method_not_allowed_fallback(|| async {
             crate::error::ApiError::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,

@@ -60,6 +60,11 @@ pub struct Config {
     #[arg(long, env = "LARDER_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
     pub log_format: String,
 
+    /// The built web app (`npm run build --prefix web` writes `web/dist`),
+    /// served at `/`. Without it, `/` says how to build it.
+    #[arg(long, env = "LARDER_WEB_DIR", default_value = "web/dist")]
+    pub web_dir: std::path::PathBuf,
+
     #[command(flatten)]
     pub database: DatabaseConfig,
 
@@ -112,7 +117,7 @@ impl Config {
     /// The effective configuration as one line, without secrets.
     pub fn describe(&self) -> String {
         format!(
-            "listen={} database_url={} db_max_connections={} max_message_bytes={} max_doc_bytes={} \
+            "listen={} web_dir={} database_url={} db_max_connections={} max_message_bytes={} max_doc_bytes={} \
              messages_per_second={} message_burst={} outbound_queue={} max_nesting={} max_update_clients={} \
              max_update_structs={} max_update_delete_ranges={} outbound_queue_bytes={} max_doc_structs={} \
              presence_clients_per_connection={} \
@@ -124,6 +129,7 @@ impl Config {
              refresh_grace_secs={} read_only_link_max_hours={} auth_per_minute={} login_per_minute={} writes_per_minute={} trust_forwarded_for={} \
              projection_debounce_ms={} projection_max_delay_ms={} projection_scan_ms={} {}",
             self.listen,
+            self.web_dir.display(),
             redact_url(&self.database.url()),
             self.database.db_max_connections,
             self.limits.max_message_bytes,

@@ -27,6 +27,7 @@ pub mod rooms;
 pub mod serve;
 pub mod snapshot;
 pub mod telemetry;
+pub mod web;
 pub mod whatsapp;
 
 use std::sync::Arc;

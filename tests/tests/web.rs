@@ -1,0 +1,170 @@
+//! The web app (`web/`) in a real Chromium against a real server: two
+//! family members sign up, share a list, edit it together, one goes
+//! offline, reloads and edits, and both converge. The browser script
+//! (`web/tests/e2e.mjs`) asks this test to look in the database when the
+//! app says "Saved", so the indicator is checked against what is stored.
+//! Screenshots of the final screens land in `target/web-screenshots/`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use larder_tests::*;
+use uuid::Uuid;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace")
+        .to_owned()
+}
+
+fn chromium() -> String {
+    let path = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&path).exists(),
+        "Chromium is required at {path} (scripts/test-deps.sh installs Debian's package)"
+    );
+    path
+}
+
+/// Answers one `CHECK` line of the browser script from the database.
+async fn check(database_url: &str, line: &str) -> Result<(), String> {
+    let words: Vec<&str> = line.split(' ').collect();
+    let [_, what, list, name] = words.as_slice() else {
+        return Err(format!("cannot read {line:?}"));
+    };
+    let list: Uuid = list
+        .parse()
+        .map_err(|_| format!("bad list id in {line:?}"))?;
+    let stored = stored_snapshot(database_url, list).await;
+    let has = stored.items.iter().any(|i| i.name == *name);
+    match (*what, has) {
+        ("stored", true) | ("absent", false) => Ok(()),
+        ("stored", false) => Err(format!("{name} is not in the database")),
+        ("absent", true) => Err(format!("{name} is in the database")),
+        _ => Err(format!("unknown check {what}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_share_a_list_online_and_offline_in_chromium() {
+    let web = repo().join("web");
+    assert!(
+        web.join("dist/index.html").is_file(),
+        "the web app is not built: npm ci --prefix web && npm run build --prefix web \
+         (scripts/test-deps.sh does it)"
+    );
+    let chromium = chromium();
+    let db = TestDatabase::create().await;
+    let dist = web.join("dist");
+    let app = TestApp::spawn_with(db.url(), move |c| c.web_dir = dist).await;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("target"));
+    let shots = target.join("web-screenshots");
+
+    let database_url = db.url().to_owned();
+    let base = format!("http://{}", app.addr);
+    let runtime = tokio::runtime::Handle::current();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("node")
+            .arg(web.join("tests/e2e.mjs"))
+            .current_dir(&web)
+            .env("LARDER_URL", &base)
+            .env("CHROMIUM", &chromium)
+            .env("LARDER_SCREENSHOTS", &shots)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node runs the browser script");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut done = false;
+        let mut checks = 0;
+        for line in stdout.lines() {
+            let line = line.expect("a line of the browser script");
+            if line.starts_with("CHECK ") {
+                checks += 1;
+                let answer = match runtime.block_on(check(&database_url, &line)) {
+                    Ok(()) => "OK".to_owned(),
+                    Err(why) => format!("FAIL {why}"),
+                };
+                writeln!(stdin, "{answer}").expect("answer the browser script");
+            } else if line == "DONE" {
+                done = true;
+            }
+        }
+        let status = child.wait().expect("the browser script ends");
+        (status, done, checks)
+    })
+    .await
+    .expect("the browser thread");
+    let (status, done, checks) = outcome;
+    assert!(
+        status.success() && done,
+        "the browser script failed ({status}); its log is above"
+    );
+    assert_eq!(checks, 4, "every database check was asked");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_is_served_with_its_caching_and_never_under_v1() {
+    let built = larder_tests::sdk::DataDir::new();
+    std::fs::create_dir_all(built.0.join("assets")).expect("assets folder");
+    std::fs::write(
+        built.0.join("index.html"),
+        "<!doctype html><title>Larder</title>",
+    )
+    .expect("page");
+    std::fs::write(built.0.join("assets/main-ABC123.js"), "console.log(1)").expect("bundle");
+    std::fs::write(built.0.join("sw.js"), "// worker").expect("worker");
+    let db = TestDatabase::create().await;
+    let dir = built.0.clone();
+    let app = TestApp::spawn_with(db.url(), move |c| c.web_dir = dir).await;
+    let get = |path: &str| app.http().get(app.url(path)).send();
+
+    let page = get("/").await.expect("GET /");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-cache");
+    assert!(page.text().await.unwrap().contains("<title>Larder</title>"));
+    let bundle = get("/assets/main-ABC123.js").await.expect("GET bundle");
+    assert_eq!(bundle.status(), 200);
+    assert_eq!(
+        bundle.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(
+        bundle.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
+    assert_eq!(
+        get("/sw.js").await.unwrap().headers()["cache-control"],
+        "no-cache"
+    );
+    assert_eq!(get("/nothing-here.js").await.unwrap().status(), 404);
+    // The API's paths are never files, and stay JSON.
+    let api = get("/v1/no-such-route").await.expect("GET /v1/...");
+    assert_eq!(api.status(), 404);
+    let body: serde_json::Value = api.json().await.expect("a JSON error");
+    assert!(body["error"]["code"].is_string(), "{body}");
+    assert_eq!(get("/v1").await.unwrap().status(), 404);
+    app.stop().await;
+
+    // Without a build, every page says how to make one.
+    let empty = larder_tests::sdk::DataDir::new();
+    let dir = empty.0.clone();
+    let app = TestApp::spawn_with(db.url(), move |c| c.web_dir = dir).await;
+    let page = app.http().get(app.url("/")).send().await.expect("GET /");
+    assert_eq!(page.status(), 503);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("npm run build --prefix web")
+    );
+    app.stop().await;
+}

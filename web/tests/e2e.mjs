@@ -1,0 +1,150 @@
+// Drives the web app in Chromium (Debian's package, through playwright-core)
+// against a running `larder serve`, as two family members on two devices.
+// Started by tests/tests/web.rs, which owns the server and the database:
+// at each `CHECK ...` line it looks in the database and answers `OK` or
+// `FAIL why` on stdin. Screenshots go to $LARDER_SCREENSHOTS.
+//
+// Env: LARDER_URL (http://127.0.0.1:PORT), CHROMIUM (executable),
+// LARDER_SCREENSHOTS (folder).
+
+import { chromium } from 'playwright-core'
+import { createInterface } from 'node:readline'
+import { mkdirSync, readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { join } from 'node:path'
+
+const base = process.env.LARDER_URL
+const shots = process.env.LARDER_SCREENSHOTS
+mkdirSync(shots, { recursive: true })
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8')
+const password = 'correct horse battery staple'
+const unique = Date.now().toString(36)
+
+const answers = createInterface({ input: process.stdin })[Symbol.asyncIterator]()
+/** Asks the Rust side to check the database; throws on FAIL. */
+async function check (what, ...args) {
+  console.log(['CHECK', what, ...args].join(' '))
+  const { value } = await answers.next()
+  if (value !== 'OK') throw new Error(`database check ${what} failed: ${value}`)
+}
+
+function step (text) {
+  console.error(`e2e: ${text}`)
+}
+
+async function axe (page, screen) {
+  await page.addScriptTag({ content: axeSource })
+  const result = await page.evaluate(async () => await window.axe.run(document, { resultTypes: ['violations'] }))
+  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+  if (bad.length) {
+    throw new Error(`accessibility (${screen}): ` + bad.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join('; ')})`).join(' | '))
+  }
+}
+
+async function signUp (page, name, email) {
+  await page.goto(base + '/')
+  await page.getByRole('form', { name: 'Create an account' }).getByLabel('Your name', { exact: true }).fill(name)
+  await page.getByRole('form', { name: 'Create an account' }).getByLabel('Email', { exact: true }).fill(email)
+  await page.getByRole('form', { name: 'Create an account' }).getByLabel('Password (8 characters or more)').fill(password)
+  await page.getByRole('button', { name: 'Create account' }).click()
+  await page.getByRole('heading', { name: 'Your lists' }).waitFor()
+}
+
+const item = (page, name) => page.locator(`li[data-item="${name}"]`)
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM,
+  args: ['--no-sandbox', '--disable-dev-shm-usage']
+})
+try {
+  const ann = await browser.newContext({ viewport: { width: 390, height: 844 } })
+  const bob = await browser.newContext({ viewport: { width: 390, height: 844 } })
+  const a = await ann.newPage()
+  const b = await bob.newPage()
+  for (const [who, page] of [['ann', a], ['bob', b]]) {
+    page.on('pageerror', (e) => console.error(`e2e: ${who}: page error: ${e.message}`))
+  }
+
+  step('sign-in screen, then sign up')
+  await a.goto(base + '/')
+  await a.getByRole('heading', { name: 'Sign in' }).waitFor()
+  await axe(a, 'sign in')
+  await a.screenshot({ path: join(shots, 'sign-in.png'), fullPage: true })
+  await signUp(a, 'Ann', `ann-${unique}@larder.test`)
+
+  step('a family, an invitation, a second member')
+  await a.getByLabel('Family name', { exact: true }).fill('Smiths')
+  await a.getByRole('button', { name: 'Create family' }).click()
+  await a.getByRole('heading', { name: 'Smiths' }).waitFor()
+  await a.getByRole('button', { name: 'Invite someone' }).click()
+  const code = (await a.locator('.code strong').textContent()).trim()
+  await signUp(b, 'Bob', `bob-${unique}@larder.test`)
+  await b.getByLabel('Invitation code', { exact: true }).fill(code)
+  await b.getByRole('button', { name: 'Join' }).click()
+  await b.getByRole('heading', { name: 'Smiths' }).waitFor()
+
+  step('a list, opened on both devices')
+  await a.getByLabel('New list', { exact: true }).fill('Weekly shop')
+  await a.getByRole('button', { name: 'Add list' }).click()
+  await a.getByRole('heading', { name: 'Weekly shop' }).waitFor()
+  const listId = a.url().split('/').pop()
+  await b.reload()
+  await b.getByRole('link', { name: 'Weekly shop' }).click()
+  await b.getByRole('heading', { name: 'Weekly shop' }).waitFor()
+
+  step('edits and presence both ways')
+  await a.getByLabel('Item', { exact: true }).fill('Milk')
+  await a.getByLabel('Quantity', { exact: true }).fill('2 l')
+  await a.getByRole('button', { name: 'Add', exact: true }).click()
+  await item(b, 'Milk').waitFor()
+  await b.getByText('Also here: Ann').waitFor()
+  await a.getByText('Also here: Bob').waitFor()
+  await b.getByRole('button', { name: /^Milk: Needed/ }).click()
+  await a.getByRole('button', { name: /^Milk: In the cart/ }).waitFor()
+
+  step('saved means stored')
+  await a.locator('[data-state="saved"]').waitFor()
+  await check('stored', listId, 'Milk')
+  await axe(a, 'list')
+  await a.screenshot({ path: join(shots, 'list.png'), fullPage: true })
+
+  step('offline: edit, reload, still there')
+  await b.waitForFunction(() => navigator.serviceWorker && navigator.serviceWorker.controller)
+  await bob.setOffline(true)
+  await b.locator('[data-state="offline"]').waitFor()
+  await b.getByLabel('Item', { exact: true }).fill('Bread')
+  await b.getByRole('button', { name: 'Add', exact: true }).click()
+  await item(b, 'Bread').waitFor()
+  await b.getByText('1 change not yet saved on the server').waitFor()
+  await b.reload()
+  await item(b, 'Bread').waitFor()
+  await item(b, 'Milk').waitFor()
+  await b.getByText('1 change not yet saved on the server').waitFor()
+  await check('absent', listId, 'Bread')
+  await b.screenshot({ path: join(shots, 'offline.png'), fullPage: true })
+
+  step('online again: both converge, and it is stored')
+  await bob.setOffline(false)
+  await b.locator('[data-state="saved"]').waitFor()
+  await item(a, 'Bread').waitFor()
+  await check('stored', listId, 'Bread')
+
+  step('delete and clear purchased')
+  await a.getByRole('button', { name: /^Bread: Needed/ }).click()
+  await a.getByRole('button', { name: /^Bread: In the cart/ }).click()
+  await a.getByRole('button', { name: 'Clear 1 purchased' }).click()
+  await item(b, 'Bread').waitFor({ state: 'detached' })
+  await a.locator('[data-state="saved"]').waitFor()
+  await check('absent', listId, 'Bread')
+
+  step('the families screen')
+  await a.getByRole('link', { name: '← All lists' }).click()
+  await a.getByRole('heading', { name: 'Your lists' }).waitFor()
+  await a.getByText('0 needed · 1 in the cart · 0 purchased').waitFor()
+  await axe(a, 'families')
+  await a.screenshot({ path: join(shots, 'families.png'), fullPage: true })
+  console.log('DONE')
+} finally {
+  await browser.close()
+}
+process.exit(0)
