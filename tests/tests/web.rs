@@ -3,6 +3,8 @@
 //! offline, reloads and edits, and both converge. The browser script
 //! (`web/tests/e2e.mjs`) asks this test to look in the database when the
 //! app says "Saved", so the indicator is checked against what is stored.
+//! A second scenario lets access tokens expire in seconds (refresh, and
+//! the socket's 4440) and removes a member (4403, no reconnecting).
 //! Screenshots of the final screens land in `target/web-screenshots/`.
 
 use std::io::{BufRead, BufReader, Write};
@@ -47,8 +49,9 @@ async fn check(database_url: &str, line: &str) -> Result<(), String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_members_share_a_list_online_and_offline_in_chromium() {
+/// Runs a scenario of the browser script against a server configured by
+/// `configure`; returns how many database checks it asked for.
+async fn run_scenario(scenario: &str, configure: impl FnOnce(&mut larder_server::Config)) -> usize {
     let web = repo().join("web");
     assert!(
         web.join("dist/index.html").is_file(),
@@ -58,7 +61,11 @@ async fn two_members_share_a_list_online_and_offline_in_chromium() {
     let chromium = chromium();
     let db = TestDatabase::create().await;
     let dist = web.join("dist");
-    let app = TestApp::spawn_with(db.url(), move |c| c.web_dir = dist).await;
+    let app = TestApp::spawn_with(db.url(), move |c| {
+        c.web_dir = dist;
+        configure(c);
+    })
+    .await;
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| repo().join("target"));
@@ -67,6 +74,7 @@ async fn two_members_share_a_list_online_and_offline_in_chromium() {
     let database_url = db.url().to_owned();
     let base = format!("http://{}", app.addr);
     let runtime = tokio::runtime::Handle::current();
+    let scenario = scenario.to_owned();
     let outcome = tokio::task::spawn_blocking(move || {
         let mut child = Command::new("node")
             .arg(web.join("tests/e2e.mjs"))
@@ -74,6 +82,7 @@ async fn two_members_share_a_list_online_and_offline_in_chromium() {
             .env("LARDER_URL", &base)
             .env("CHROMIUM", &chromium)
             .env("LARDER_SCREENSHOTS", &shots)
+            .env("SCENARIO", &scenario)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -105,8 +114,20 @@ async fn two_members_share_a_list_online_and_offline_in_chromium() {
         status.success() && done,
         "the browser script failed ({status}); its log is above"
     );
-    assert_eq!(checks, 4, "every database check was asked");
     app.stop().await;
+    checks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_share_a_list_online_and_offline_in_chromium() {
+    let checks = run_scenario("family", |_| {}).await;
+    assert_eq!(checks, 4, "every database check was asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token_is_refreshed_and_a_removed_member_is_told_in_chromium() {
+    let checks = run_scenario("session", |c| c.auth.access_token_ttl_secs = 5).await;
+    assert_eq!(checks, 1, "every database check was asked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,17 +20,23 @@ function load () {
 }
 
 function keep (next) {
-  session = next
-  if (next) localStorage.setItem(KEY, JSON.stringify(next))
+  session = next && { received_at: Date.now(), ...next }
+  if (session) localStorage.setItem(KEY, JSON.stringify(session))
   else localStorage.removeItem(KEY)
   schedule()
   for (const f of listeners) f(session)
 }
 
+/** Refresh this long before expiry: a minute, or a fifth of a short token's life. */
+function margin () {
+  const life = Date.parse(session.access_token_expires_at) - (session.received_at || Date.now())
+  return Math.min(MARGIN_MS, Math.max(life / 5, 0))
+}
+
 function schedule () {
   clearTimeout(timer)
   if (!session) return
-  const due = Date.parse(session.access_token_expires_at) - MARGIN_MS - Date.now()
+  const due = Date.parse(session.access_token_expires_at) - margin() - Date.now()
   timer = setTimeout(() => { refresh().catch(() => {}) }, Math.max(due, 1_000))
 }
 
@@ -74,7 +80,7 @@ async function call (method, path, body, token) {
 /** A fresh access token (refreshed first when it is about to expire). */
 export async function accessToken () {
   if (!session) throw new ApiError(401, 'signed_out', 'Sign in first.')
-  if (Date.parse(session.access_token_expires_at) - MARGIN_MS <= Date.now()) await refresh()
+  if (Date.parse(session.access_token_expires_at) - margin() <= Date.now()) await refresh()
   return session.access_token
 }
 

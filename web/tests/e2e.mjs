@@ -5,7 +5,9 @@
 // `FAIL why` on stdin. Screenshots go to $LARDER_SCREENSHOTS.
 //
 // Env: LARDER_URL (http://127.0.0.1:PORT), CHROMIUM (executable),
-// LARDER_SCREENSHOTS (folder).
+// LARDER_SCREENSHOTS (folder), SCENARIO: `family` (two members, online
+// and offline) or `session` (token expiry and a removed member; the
+// server's access tokens live a few seconds).
 
 import { chromium } from 'playwright-core'
 import { createInterface } from 'node:readline'
@@ -52,11 +54,8 @@ async function signUp (page, name, email) {
 
 const item = (page, name) => page.locator(`li[data-item="${name}"]`)
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM,
-  args: ['--no-sandbox', '--disable-dev-shm-usage']
-})
-try {
+/** Ann and Bob in one family, both on its list "Weekly shop". */
+async function familyOnOneList (browser) {
   const ann = await browser.newContext({ viewport: { width: 390, height: 844 } })
   const bob = await browser.newContext({ viewport: { width: 390, height: 844 } })
   const a = await ann.newPage()
@@ -64,15 +63,7 @@ try {
   for (const [who, page] of [['ann', a], ['bob', b]]) {
     page.on('pageerror', (e) => console.error(`e2e: ${who}: page error: ${e.message}`))
   }
-
-  step('sign-in screen, then sign up')
-  await a.goto(base + '/')
-  await a.getByRole('heading', { name: 'Sign in' }).waitFor()
-  await axe(a, 'sign in')
-  await a.screenshot({ path: join(shots, 'sign-in.png'), fullPage: true })
   await signUp(a, 'Ann', `ann-${unique}@larder.test`)
-
-  step('a family, an invitation, a second member')
   await a.getByLabel('Family name', { exact: true }).fill('Smiths')
   await a.getByRole('button', { name: 'Create family' }).click()
   await a.getByRole('heading', { name: 'Smiths' }).waitFor()
@@ -82,8 +73,6 @@ try {
   await b.getByLabel('Invitation code', { exact: true }).fill(code)
   await b.getByRole('button', { name: 'Join' }).click()
   await b.getByRole('heading', { name: 'Smiths' }).waitFor()
-
-  step('a list, opened on both devices')
   await a.getByLabel('New list', { exact: true }).fill('Weekly shop')
   await a.getByRole('button', { name: 'Add list' }).click()
   await a.getByRole('heading', { name: 'Weekly shop' }).waitFor()
@@ -91,11 +80,29 @@ try {
   await b.reload()
   await b.getByRole('link', { name: 'Weekly shop' }).click()
   await b.getByRole('heading', { name: 'Weekly shop' }).waitFor()
+  return { ann, bob, a, b, listId }
+}
+
+async function addItem (page, name, quantity) {
+  await page.getByLabel('Item', { exact: true }).fill(name)
+  if (quantity) await page.getByLabel('Quantity', { exact: true }).fill(quantity)
+  await page.getByRole('button', { name: 'Add', exact: true }).click()
+}
+
+async function familyScenario (browser) {
+  step('sign-in screen')
+  const first = await browser.newPage()
+  await first.goto(base + '/')
+  await first.getByRole('heading', { name: 'Sign in' }).waitFor()
+  await axe(first, 'sign in')
+  await first.screenshot({ path: join(shots, 'sign-in.png'), fullPage: true })
+  await first.close()
+
+  step('sign up, a family, an invitation, a second member, one list on both devices')
+  const { bob, a, b, listId } = await familyOnOneList(browser)
 
   step('edits and presence both ways')
-  await a.getByLabel('Item', { exact: true }).fill('Milk')
-  await a.getByLabel('Quantity', { exact: true }).fill('2 l')
-  await a.getByRole('button', { name: 'Add', exact: true }).click()
+  await addItem(a, 'Milk', '2 l')
   await item(b, 'Milk').waitFor()
   await b.getByText('Also here: Ann').waitFor()
   await a.getByText('Also here: Bob').waitFor()
@@ -112,8 +119,7 @@ try {
   await b.waitForFunction(() => navigator.serviceWorker && navigator.serviceWorker.controller)
   await bob.setOffline(true)
   await b.locator('[data-state="offline"]').waitFor()
-  await b.getByLabel('Item', { exact: true }).fill('Bread')
-  await b.getByRole('button', { name: 'Add', exact: true }).click()
+  await addItem(b, 'Bread')
   await item(b, 'Bread').waitFor()
   await b.getByText('1 change not yet saved on the server').waitFor()
   await b.reload()
@@ -143,6 +149,50 @@ try {
   await a.getByText('0 needed · 1 in the cart · 0 purchased').waitFor()
   await axe(a, 'families')
   await a.screenshot({ path: join(shots, 'families.png'), fullPage: true })
+}
+
+const session = (page) => page.evaluate(() => JSON.parse(localStorage.getItem('larder.session')))
+
+async function sessionScenario (browser) {
+  step('two members on one list, with tokens that live seconds')
+  const { a, b, listId } = await familyOnOneList(browser)
+  const first = await session(a)
+
+  step('the token expires and is refreshed; edits keep being saved')
+  await a.waitForFunction((old) => JSON.parse(localStorage.getItem('larder.session')).access_token !== old, first.access_token)
+  await a.waitForFunction((at) => Date.now() > Date.parse(at) + 1000, first.access_token_expires_at, { timeout: 60_000 })
+  await addItem(a, 'Tea')
+  await item(b, 'Tea').waitFor()
+  await a.locator('[data-state="saved"]').waitFor()
+  await check('stored', listId, 'Tea')
+
+  step('a removed member is told, and not reconnected')
+  let sockets = 0
+  b.on('websocket', () => { sockets++ })
+  const bobId = (await session(b)).user.id
+  const removed = await a.evaluate(async ({ listId, bobId }) => {
+    const token = JSON.parse(localStorage.getItem('larder.session')).access_token
+    const headers = { Authorization: `Bearer ${token}` }
+    const list = await (await fetch(`/v1/lists/${listId}`, { headers })).json()
+    const answer = await fetch(`/v1/families/${list.family_id}/members/${bobId}`, { method: 'DELETE', headers })
+    return answer.status
+  }, { listId, bobId })
+  if (removed !== 204) throw new Error(`removing Bob answered ${removed}`)
+  await b.locator('[data-state="stopped"]').waitFor()
+  await b.getByText('You no longer have access to this list.').waitFor()
+  const after = sockets
+  await b.waitForTimeout(3000)
+  if (sockets !== after) throw new Error(`the removed member reconnected ${sockets - after} times`)
+  await b.screenshot({ path: join(shots, 'revoked.png'), fullPage: true })
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM,
+  args: ['--no-sandbox', '--disable-dev-shm-usage']
+})
+try {
+  if (process.env.SCENARIO === 'session') await sessionScenario(browser)
+  else await familyScenario(browser)
   console.log('DONE')
 } finally {
   await browser.close()
