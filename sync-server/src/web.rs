@@ -5,6 +5,8 @@
 //! Caching: the bundles under `/assets/` are named by their content hash
 //! and cached for a year; the page, the service worker and the manifest
 //! are revalidated on every load, so a new build reaches phones at once.
+//! The build writes a gzipped twin of each text file (`x.gz`), sent to
+//! browsers that accept gzip.
 //! Without a build, every page says how to make one.
 
 use std::path::Path;
@@ -32,7 +34,11 @@ pub async fn serve(State(state): State<AppState>, request: Request) -> Response 
     if !dir.join("index.html").is_file() {
         return not_built(dir);
     }
-    let response = match ServeDir::new(dir).oneshot(request).await {
+    let response = match ServeDir::new(dir)
+        .precompressed_gzip()
+        .oneshot(request)
+        .await
+    {
         Ok(response) => response.map(Body::new),
         Err(infallible) => match infallible {},
     };

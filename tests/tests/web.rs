@@ -4,13 +4,18 @@
 //! (`web/tests/e2e.mjs`) asks this test to look in the database when the
 //! app says "Saved", so the indicator is checked against what is stored.
 //! A second scenario lets access tokens expire in seconds (refresh, and
-//! the socket's 4440) and removes a member (4403, no reconnecting).
+//! the socket's 4440) and removes a member (4403, no reconnecting); a third
+//! sends a list to a vendor through a fake WhatsApp API, follows the share
+//! to "delivered" and the vendor's reply, and orders from it.
 //! Screenshots of the final screens land in `target/web-screenshots/`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use std::sync::Arc;
+
+use larder_tests::whatsapp::{self, FakeGraph};
 use larder_tests::*;
 use uuid::Uuid;
 
@@ -30,8 +35,19 @@ fn chromium() -> String {
     path
 }
 
-/// Answers one `CHECK` line of the browser script from the database.
-async fn check(database_url: &str, line: &str) -> Result<(), String> {
+/// What the browser script's checks may look at.
+struct Env {
+    database_url: String,
+    app_url: String,
+    http: reqwest::Client,
+    /// The fake WhatsApp API, in the vendor scenario.
+    graph: Option<Arc<FakeGraph>>,
+}
+
+/// Answers one `CHECK` line of the browser script: from the database, or
+/// (`shared`) by playing WhatsApp: the message to that number is reported
+/// delivered and the vendor replies.
+async fn check(env: &Env, line: &str) -> Result<(), String> {
     let words: Vec<&str> = line.split(' ').collect();
     let [_, what, list, name] = words.as_slice() else {
         return Err(format!("cannot read {line:?}"));
@@ -39,19 +55,62 @@ async fn check(database_url: &str, line: &str) -> Result<(), String> {
     let list: Uuid = list
         .parse()
         .map_err(|_| format!("bad list id in {line:?}"))?;
-    let stored = stored_snapshot(database_url, list).await;
+    let stored = stored_snapshot(&env.database_url, list).await;
     let has = stored.items.iter().any(|i| i.name == *name);
-    match (*what, has) {
-        ("stored", true) | ("absent", false) => Ok(()),
-        ("stored", false) => Err(format!("{name} is not in the database")),
-        ("absent", true) => Err(format!("{name} is in the database")),
+    match *what {
+        "stored" if has => Ok(()),
+        "stored" => Err(format!("{name} is not in the database")),
+        "absent" if !has => Ok(()),
+        "absent" => Err(format!("{name} is in the database")),
+        "ordered"
+            if stored
+                .orders
+                .iter()
+                .any(|o| o.status.as_str() == *name && o.share_id.is_some()) =>
+        {
+            Ok(())
+        }
+        "ordered" => Err(format!("no {name} order from a share: {:?}", stored.orders)),
+        "shared" => {
+            let graph = env.graph.as_ref().ok_or("no fake WhatsApp API")?;
+            let sent = graph
+                .requests()
+                .into_iter()
+                .rfind(|r| r.to() == *name && r.wamid.is_some())
+                .ok_or_else(|| format!("nothing was sent to {name}"))?;
+            let now = chrono::Utc::now().timestamp();
+            let wamid = sent.wamid.clone().expect("accepted");
+            for delivery in [
+                whatsapp::status_delivery(&wamid, "delivered", Some(sent.share_id()), now),
+                whatsapp::message_delivery(name, "wamid.reply-1", "Yes, all in stock", now),
+            ] {
+                let body = delivery.to_string();
+                let answer = env
+                    .http
+                    .post(format!("{}/v1/webhooks/whatsapp", env.app_url))
+                    .header("content-type", "application/json")
+                    .header("x-hub-signature-256", whatsapp::signature(body.as_bytes()))
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if answer.status() != 200 {
+                    return Err(format!("the webhook answered {}", answer.status()));
+                }
+            }
+            Ok(())
+        }
         _ => Err(format!("unknown check {what}")),
     }
 }
 
 /// Runs a scenario of the browser script against a server configured by
 /// `configure`; returns how many database checks it asked for.
-async fn run_scenario(scenario: &str, configure: impl FnOnce(&mut larder_server::Config)) -> usize {
+async fn run_scenario(
+    scenario: &str,
+    graph: Option<Arc<FakeGraph>>,
+    configure: impl FnOnce(&mut larder_server::Config),
+) -> usize {
     let web = repo().join("web");
     assert!(
         web.join("dist/index.html").is_file(),
@@ -71,8 +130,13 @@ async fn run_scenario(scenario: &str, configure: impl FnOnce(&mut larder_server:
         .unwrap_or_else(|_| repo().join("target"));
     let shots = target.join("web-screenshots");
 
-    let database_url = db.url().to_owned();
     let base = format!("http://{}", app.addr);
+    let env = Env {
+        database_url: db.url().to_owned(),
+        app_url: base.clone(),
+        http: app.http().clone(),
+        graph,
+    };
     let runtime = tokio::runtime::Handle::current();
     let scenario = scenario.to_owned();
     let outcome = tokio::task::spawn_blocking(move || {
@@ -95,7 +159,7 @@ async fn run_scenario(scenario: &str, configure: impl FnOnce(&mut larder_server:
             let line = line.expect("a line of the browser script");
             if line.starts_with("CHECK ") {
                 checks += 1;
-                let answer = match runtime.block_on(check(&database_url, &line)) {
+                let answer = match runtime.block_on(check(&env, &line)) {
                     Ok(()) => "OK".to_owned(),
                     Err(why) => format!("FAIL {why}"),
                 };
@@ -120,14 +184,25 @@ async fn run_scenario(scenario: &str, configure: impl FnOnce(&mut larder_server:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_share_a_list_online_and_offline_in_chromium() {
-    let checks = run_scenario("family", |_| {}).await;
+    let checks = run_scenario("family", None, |_| {}).await;
     assert_eq!(checks, 4, "every database check was asked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_refreshed_and_a_removed_member_is_told_in_chromium() {
-    let checks = run_scenario("session", |c| c.auth.access_token_ttl_secs = 5).await;
+    let checks = run_scenario("session", None, |c| c.auth.access_token_ttl_secs = 5).await;
     assert_eq!(checks, 1, "every database check was asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_is_sent_to_a_vendor_followed_and_ordered_from_in_chromium() {
+    let graph = Arc::new(FakeGraph::start().await);
+    let fake = graph.clone();
+    let checks = run_scenario("vendor", Some(graph), move |c| {
+        whatsapp::configure(c, &fake)
+    })
+    .await;
+    assert_eq!(checks, 2, "every check was asked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,6 +216,8 @@ async fn the_app_is_served_with_its_caching_and_never_under_v1() {
     .expect("page");
     std::fs::write(built.0.join("assets/main-ABC123.js"), "console.log(1)").expect("bundle");
     std::fs::write(built.0.join("sw.js"), "// worker").expect("worker");
+    // The build's gzipped twin (the content here only has to differ).
+    std::fs::write(built.0.join("assets/main-ABC123.js.gz"), "gzipped").expect("twin");
     let db = TestDatabase::create().await;
     let dir = built.0.clone();
     let app = TestApp::spawn_with(db.url(), move |c| c.web_dir = dir).await;
@@ -161,6 +238,19 @@ async fn the_app_is_served_with_its_caching_and_never_under_v1() {
             .to_str()
             .unwrap()
             .contains("javascript")
+    );
+    assert_eq!(bundle.text().await.unwrap(), "console.log(1)");
+    let gzipped = app
+        .http()
+        .get(app.url("/assets/main-ABC123.js"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("GET bundle, gzip");
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    assert_eq!(
+        gzipped.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
     );
     assert_eq!(
         get("/sw.js").await.unwrap().headers()["cache-control"],

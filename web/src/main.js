@@ -1,10 +1,11 @@
 // Larder's web app: screens for signing in, families, their lists and one
 // list, routed by the URL's hash so the service worker serves one page.
 
-import { api, ApiError, current, onSession, signIn, signOut, signUp, user } from './session.js'
+import { api, current, onSession, signIn, signOut, signUp, user } from './session.js'
 import { OpenList } from './lists.js'
+import { errorText, form, h, show } from './ui.js'
+import { searchScreen, vendorPanel, vendorsScreen } from './vendors.js'
 
-const main = document.getElementById('main')
 const accountNav = document.getElementById('account')
 const net = document.getElementById('net')
 
@@ -20,56 +21,6 @@ const STATE_LABEL = {
 
 let open = null // the OpenList on screen
 let view = null // its screen's lasting parts
-
-/** Builds an element: h('button', {class: 'x', onclick}, 'text', child). */
-function h (tag, props = {}, ...children) {
-  const el = document.createElement(tag)
-  for (const [key, value] of Object.entries(props || {})) {
-    if (value === undefined || value === null || value === false) continue
-    if (key.startsWith('on')) el.addEventListener(key.slice(2), value)
-    else if (key === 'class') el.className = value
-    else el.setAttribute(key, value === true ? '' : value)
-  }
-  for (const child of children.flat()) {
-    if (child !== null && child !== undefined && child !== false) {
-      el.append(child instanceof Node ? child : String(child))
-    }
-  }
-  return el
-}
-
-function show (...nodes) {
-  view = null
-  main.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false))
-}
-
-function errorText (e) {
-  return e instanceof ApiError ? e.message : 'Something went wrong. Try again.'
-}
-
-/** A form whose submit runs `action(values)` and shows its error. */
-function form (label, fields, submit, action) {
-  const error = h('p', { class: 'error', role: 'alert' })
-  const inputs = fields.map(([name, text, type = 'text', extra = {}]) => {
-    const id = `f-${label.replace(/\W+/g, '-')}-${name}`.toLowerCase()
-    return [name, h('label', { for: id }, text), h('input', { id, name, type, ...extra })]
-  })
-  const el = h('form', { 'aria-label': label },
-    inputs.map(([, l, i]) => h('div', { class: 'field' }, l, i)),
-    h('button', { type: 'submit' }, submit),
-    error)
-  el.addEventListener('submit', async (event) => {
-    event.preventDefault()
-    error.textContent = ''
-    const values = Object.fromEntries(inputs.map(([name, , input]) => [name, input.value.trim()]))
-    try {
-      await action(values, el)
-    } catch (e) {
-      error.textContent = errorText(e)
-    }
-  })
-  return el
-}
 
 // Screens ------------------------------------------------------------------
 
@@ -105,6 +56,9 @@ async function familiesScreen () {
       : null
     blocks.push(h('section', { class: 'family', 'aria-labelledby': `fam-${family.id}` },
       h('h2', { id: `fam-${family.id}` }, family.name),
+      h('p', { class: 'family-links' },
+        h('a', { href: `#/family/${family.id}/vendors` }, 'Vendors'), ' · ',
+        h('a', { href: `#/family/${family.id}/search/` }, 'Search items')),
       h('ul', { class: 'lists' }, lists.map((list) => h('li', {},
         h('a', { href: `#/list/${list.id}` }, list.name),
         h('span', { class: 'counts' },
@@ -152,7 +106,7 @@ function renderList () {
   const focusedId = document.activeElement && document.activeElement.id
   const rows = list.rows()
   const state = list.state
-  if (!view || view.list !== list) view = buildList(list, me)
+  if (!view || view.list !== list || !view.title.isConnected) view = buildList(list, me)
   view.title.textContent = list.name || 'List'
   view.status.className = `state state-${state}`
   view.status.dataset.state = state
@@ -214,7 +168,8 @@ function buildList (list, me) {
     form('Add an item', [['name', 'Item', 'text', { required: true, maxlength: 200 }], ['quantity', 'Quantity'], ['category', 'Category'], ['note', 'Note']],
       'Add', (values, el) => { list.add(values, me && me.id); el.reset(); el.querySelector('input').focus() }),
     parts.items,
-    parts.footer
+    parts.footer,
+    vendorPanel(list.id, () => list.rows().filter((r) => r.status !== 'purchased').map((r) => r.id))
   )
   return parts
 }
@@ -256,6 +211,16 @@ async function route () {
   const match = location.hash.match(/^#\/list\/([0-9a-f-]{36})$/)
   if (match) return listScreen(match[1])
   if (open) { open.destroy(); open = null }
+  const family = location.hash.match(/^#\/family\/([0-9a-f-]{36})\/(vendors|search)\/?(.*)$/)
+  if (family) {
+    try {
+      if (family[2] === 'vendors') await vendorsScreen(family[1])
+      else await searchScreen(family[1], decodeURIComponent(family[3] || ''))
+    } catch (e) {
+      show(h('p', {}, h('a', { href: '#/' }, '← All lists')), h('p', { class: 'error', role: 'alert' }, errorText(e)))
+    }
+    return
+  }
   try {
     await familiesScreen()
   } catch (e) {

@@ -6,8 +6,9 @@
 //
 // Env: LARDER_URL (http://127.0.0.1:PORT), CHROMIUM (executable),
 // LARDER_SCREENSHOTS (folder), SCENARIO: `family` (two members, online
-// and offline) or `session` (token expiry and a removed member; the
-// server's access tokens live a few seconds).
+// and offline), `session` (token expiry and a removed member; the
+// server's access tokens live a few seconds) or `vendor` (sharing with a
+// vendor through the fake WhatsApp API, orders, search).
 
 import { chromium } from 'playwright-core'
 import { createInterface } from 'node:readline'
@@ -89,7 +90,32 @@ async function addItem (page, name, quantity) {
   await page.getByRole('button', { name: 'Add', exact: true }).click()
 }
 
+/** Time to a usable sign-in screen on a slow phone: "Slow 4G"-like
+ * network (150 ms latency, 1.6 Mbit/s down) and a CPU four times slower,
+ * with nothing cached. Printed, never asserted (the machine is noisy). */
+async function slowPhoneLoad (browser) {
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } })
+  const page = await context.newPage()
+  const cdp = await context.newCDPSession(page)
+  await cdp.send('Network.enable')
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false, latency: 150, downloadThroughput: (1.6 * 1024 * 1024) / 8, uploadThroughput: (750 * 1024) / 8
+  })
+  await cdp.send('Emulation.setCPUThrottlingRate', { rate: 4 })
+  const started = Date.now()
+  await page.goto(base + '/')
+  await page.getByRole('button', { name: 'Sign in' }).waitFor()
+  const ms = Date.now() - started
+  const bytes = await page.evaluate(() => performance.getEntriesByType('resource').concat(performance.getEntriesByType('navigation'))
+    .reduce((sum, e) => sum + (e.transferSize || 0), 0))
+  console.error(`e2e: figure: first load on a slow phone: ${ms} ms to the sign-in screen, ${(bytes / 1024).toFixed(1)} KiB transferred`)
+  await context.close()
+}
+
 async function familyScenario (browser) {
+  step('first load on a slow phone')
+  await slowPhoneLoad(browser)
+
   step('sign-in screen')
   const first = await browser.newPage()
   await first.goto(base + '/')
@@ -186,13 +212,67 @@ async function sessionScenario (browser) {
   await b.screenshot({ path: join(shots, 'revoked.png'), fullPage: true })
 }
 
+async function vendorScenario (browser) {
+  step('a family with a list of two items')
+  const context = await browser.newContext({ viewport: { width: 390, height: 844 } })
+  const a = await context.newPage()
+  a.on('pageerror', (e) => console.error(`e2e: page error: ${e.message}`))
+  await signUp(a, 'Ann', `ann-${unique}@larder.test`)
+  await a.getByLabel('Family name', { exact: true }).fill('Smiths')
+  await a.getByRole('button', { name: 'Create family' }).click()
+  await a.getByRole('heading', { name: 'Smiths' }).waitFor()
+  await a.getByLabel('New list', { exact: true }).fill('Weekly shop')
+  await a.getByRole('button', { name: 'Add list' }).click()
+  await a.getByRole('heading', { name: 'Weekly shop' }).waitFor()
+  const listId = a.url().split('/').pop()
+  await addItem(a, 'Milk', '2 l')
+  await addItem(a, 'Eggs', '12')
+  await a.locator('[data-state="saved"]').waitFor()
+
+  step('a vendor')
+  await a.getByRole('link', { name: '← All lists' }).click()
+  await a.getByRole('link', { name: 'Vendors' }).click()
+  await a.getByLabel('Vendor name', { exact: true }).fill('Corner shop')
+  await a.getByLabel('WhatsApp number', { exact: true }).fill('+44 7700 900123')
+  await a.getByRole('button', { name: 'Add vendor' }).click()
+  await a.locator('li[data-vendor="Corner shop"]').waitFor()
+  await axe(a, 'vendors')
+
+  step('the list sent on WhatsApp, delivered, answered')
+  await a.getByRole('link', { name: '← All lists' }).click()
+  await a.getByRole('link', { name: 'Weekly shop' }).click()
+  await a.getByLabel('Vendor', { exact: true }).selectOption({ label: 'Corner shop' })
+  await a.getByRole('button', { name: 'Send on WhatsApp' }).click()
+  await a.locator('li.share[data-share-status="sent"]').waitFor()
+  await check('shared', listId, '447700900123')
+  await a.locator('li.share[data-share-status="delivered"]').waitFor()
+  await a.getByText('Yes, all in stock').waitFor()
+
+  step('an order from the share, confirmed')
+  await a.getByRole('button', { name: 'Place order with this vendor' }).click()
+  await a.locator('li.order[data-order-status="placed"]').waitFor()
+  await a.getByRole('button', { name: 'Mark confirmed' }).click()
+  await a.locator('li.order[data-order-status="confirmed"]').waitFor()
+  await check('ordered', listId, 'confirmed')
+  await axe(a, 'list with vendors')
+  await a.screenshot({ path: join(shots, 'vendor.png'), fullPage: true })
+
+  step('search across the family\'s lists')
+  await a.getByRole('link', { name: '← All lists' }).click()
+  await a.getByRole('link', { name: 'Search items' }).click()
+  await a.getByLabel('Search the family\'s lists', { exact: true }).fill('mil')
+  await a.getByRole('button', { name: 'Search', exact: true }).click()
+  await a.getByRole('list', { name: 'Found items' }).getByRole('link', { name: 'Milk' }).waitFor()
+  await axe(a, 'search')
+}
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM,
   args: ['--no-sandbox', '--disable-dev-shm-usage']
 })
 try {
-  if (process.env.SCENARIO === 'session') await sessionScenario(browser)
-  else await familyScenario(browser)
+  const scenarios = { family: familyScenario, session: sessionScenario, vendor: vendorScenario }
+  await scenarios[process.env.SCENARIO || 'family'](browser)
   console.log('DONE')
 } finally {
   await browser.close()
