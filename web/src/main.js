@@ -86,6 +86,7 @@ function listScreen (id) {
   if (!open || open.id !== id) {
     if (open) open.destroy()
     open = new OpenList(id, user(), () => scheduleRender())
+    loadMembers(open).catch(() => {})
   }
   renderList()
 }
@@ -126,7 +127,7 @@ function renderList () {
       row.quantity ? h('span', { class: 'qty' }, ` ${row.quantity}`) : null,
       row.category ? h('span', { class: 'cat' }, ` · ${row.category}`) : null,
       row.note ? h('span', { class: 'note' }, ` · ${row.note}`) : null,
-      row.assignee ? h('span', { class: 'who' }, row.assignee === (me && me.id) ? ' · you' : ' · assigned') : null),
+      row.assignee ? h('span', { class: 'who' }, assigneeText(list, row.assignee)) : null),
     h('span', { class: 'actions' },
       h('button', { class: 'icon', id: `up-${row.id}`, 'aria-label': `Move ${row.name} up`, disabled: i === 0, onclick: () => list.move(row.id, -1) }, '↑'),
       h('button', { class: 'icon', id: `down-${row.id}`, 'aria-label': `Move ${row.name} down`, disabled: i === rows.length - 1, onclick: () => list.move(row.id, 1) }, '↓'),
@@ -174,15 +175,45 @@ function buildList (list, me) {
   return parts
 }
 
-function editItem (list, row) {
-  const dialog = h('dialog', { 'aria-label': `Edit ${row.name}` },
-    form(`Edit ${row.name}`, [
-      ['name', 'Item', 'text', { required: true, value: row.name, maxlength: 200 }],
-      ['quantity', 'Quantity', 'text', { value: row.quantity }],
-      ['category', 'Category', 'text', { value: row.category }],
-      ['note', 'Note', 'text', { value: row.note }]
-    ], 'Save', (values) => { list.update(row.id, values); dialog.close(); dialog.remove() }),
-    h('button', { class: 'secondary', onclick: () => { dialog.close(); dialog.remove() } }, 'Cancel'))
+/** Members of the list's family by user id, fetched once per list while
+ * online (names for "assigned to"). */
+const members = new Map()
+async function loadMembers (list) {
+  if (members.has(list.id)) return members.get(list.id)
+  const { family_id: familyId } = await api('GET', `/v1/lists/${list.id}`)
+  const found = (await api('GET', `/v1/families/${familyId}/members`)).members
+  const byId = new Map(found.map((m) => [m.user_id, m.display_name]))
+  members.set(list.id, byId)
+  scheduleRender()
+  return byId
+}
+
+function assigneeText (list, assignee) {
+  const me = user()
+  if (me && assignee === me.id) return ' · you'
+  const name = members.has(list.id) && members.get(list.id).get(assignee)
+  return name ? ` · ${name}` : ' · assigned'
+}
+
+async function editItem (list, row) {
+  const known = await loadMembers(list).catch(() => new Map())
+  const me = user()
+  const people = new Map(known)
+  if (me && !people.has(me.id)) people.set(me.id, me.display_name)
+  if (row.assignee && !people.has(row.assignee)) people.set(row.assignee, 'someone else')
+  const assignee = h('select', { id: 'edit-assignee', name: 'assignee' },
+    h('option', { value: '' }, 'Nobody'),
+    [...people].map(([id, name]) => h('option', { value: id, selected: id === row.assignee }, name)))
+  const close = () => { dialog.close(); dialog.remove() }
+  const edit = form(`Edit ${row.name}`, [
+    ['name', 'Item', 'text', { required: true, value: row.name, maxlength: 200 }],
+    ['quantity', 'Quantity', 'text', { value: row.quantity }],
+    ['category', 'Category', 'text', { value: row.category }],
+    ['note', 'Note', 'text', { value: row.note }]
+  ], 'Save', (values) => { list.update(row.id, { ...values, assignee: assignee.value }); close() })
+  edit.prepend(h('div', { class: 'field' }, h('label', { for: 'edit-assignee' }, 'Assigned to'), assignee))
+  const dialog = h('dialog', { 'aria-label': `Edit ${row.name}` }, edit,
+    h('button', { class: 'secondary', onclick: close }, 'Cancel'))
   document.body.append(dialog)
   dialog.showModal()
 }

@@ -122,6 +122,17 @@ async function familyScenario (browser) {
   await first.getByRole('heading', { name: 'Sign in' }).waitFor()
   await axe(first, 'sign in')
   await first.screenshot({ path: join(shots, 'sign-in.png'), fullPage: true })
+
+  step('installable')
+  await first.evaluate(() => navigator.serviceWorker.ready)
+  const cdp = await first.context().newCDPSession(first)
+  const { installabilityErrors } = await cdp.send('Page.getInstallabilityErrors')
+  // Test contexts are incognito windows, where Chrome installs nothing:
+  // every other reason is the app's.
+  const appErrors = installabilityErrors.filter((e) => e.errorId !== 'in-incognito')
+  if (appErrors.length) {
+    throw new Error('not installable: ' + appErrors.map((e) => e.errorId).join(', '))
+  }
   await first.close()
 
   step('sign up, a family, an invitation, a second member, one list on both devices')
@@ -134,6 +145,13 @@ async function familyScenario (browser) {
   await a.getByText('Also here: Bob').waitFor()
   await b.getByRole('button', { name: /^Milk: Needed/ }).click()
   await a.getByRole('button', { name: /^Milk: In the cart/ }).waitFor()
+
+  step('assigned to another member')
+  await a.getByRole('button', { name: 'Edit Milk' }).click()
+  await a.getByLabel('Assigned to', { exact: true }).selectOption({ label: 'Bob' })
+  await a.getByRole('button', { name: 'Save' }).click()
+  await item(a, 'Milk').getByText('· Bob').waitFor()
+  await item(b, 'Milk').getByText('· you').waitFor()
 
   step('saved means stored')
   await a.locator('[data-state="saved"]').waitFor()
@@ -210,6 +228,18 @@ async function sessionScenario (browser) {
   await b.waitForTimeout(3000)
   if (sockets !== after) throw new Error(`the removed member reconnected ${sockets - after} times`)
   await b.screenshot({ path: join(shots, 'revoked.png'), fullPage: true })
+
+  step('a sign-in ended elsewhere signs the app out at its next refresh')
+  await a.evaluate(async () => {
+    const s = JSON.parse(localStorage.getItem('larder.session'))
+    await fetch('/v1/auth/logout', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${s.access_token}` },
+      body: JSON.stringify({ refresh_token: s.refresh_token })
+    })
+  })
+  await a.getByRole('heading', { name: 'Sign in' }).waitFor({ timeout: 20_000 })
+  await a.screenshot({ path: join(shots, 'signed-out.png'), fullPage: true })
 }
 
 async function vendorScenario (browser) {
@@ -264,6 +294,7 @@ async function vendorScenario (browser) {
   await a.getByRole('button', { name: 'Search', exact: true }).click()
   await a.getByRole('list', { name: 'Found items' }).getByRole('link', { name: 'Milk' }).waitFor()
   await axe(a, 'search')
+  await a.screenshot({ path: join(shots, 'search.png'), fullPage: true })
 }
 
 const browser = await chromium.launch({
