@@ -184,6 +184,9 @@ async function familyScenario (browser) {
   await a.getByRole('button', { name: /^Bread: In the cart/ }).click()
   await a.getByRole('button', { name: 'Clear 1 purchased' }).click()
   await item(b, 'Bread').waitFor({ state: 'detached' })
+  // The status line is drawn with the items: once Bread is gone here, a
+  // "Saved" on screen is about the removal.
+  await item(a, 'Bread').waitFor({ state: 'detached' })
   await a.locator('[data-state="saved"]').waitFor()
   await check('absent', listId, 'Bread')
 
@@ -207,6 +210,7 @@ async function sessionScenario (browser) {
   await a.waitForFunction((at) => Date.now() > Date.parse(at) + 1000, first.access_token_expires_at, { timeout: 60_000 })
   await addItem(a, 'Tea')
   await item(b, 'Tea').waitFor()
+  await item(a, 'Tea').waitFor()
   await a.locator('[data-state="saved"]').waitFor()
   await check('stored', listId, 'Tea')
 
@@ -257,6 +261,7 @@ async function vendorScenario (browser) {
   const listId = a.url().split('/').pop()
   await addItem(a, 'Milk', '2 l')
   await addItem(a, 'Eggs', '12')
+  await item(a, 'Eggs').waitFor()
   await a.locator('[data-state="saved"]').waitFor()
 
   step('a vendor')
