@@ -257,6 +257,25 @@ async fn the_app_is_served_with_its_caching_and_never_under_v1() {
         "no-cache"
     );
     assert_eq!(get("/nothing-here.js").await.unwrap().status(), 404);
+    // Nothing outside the web folder is reachable, however the path is spelt.
+    let secret = format!("larder-secret-{}", Uuid::new_v4().simple());
+    let beside = built.0.parent().expect("a parent folder").join(&secret);
+    std::fs::write(&beside, "the content of a file outside").expect("a file beside it");
+    for path in [
+        format!("/../{secret}"),
+        format!("/%2e%2e/{secret}"),
+        format!("/assets/..%2f..%2f{secret}"),
+        format!("/..%5c{secret}"),
+    ] {
+        let answer = get(&path).await.expect("GET");
+        let status = answer.status();
+        let body = answer.text().await.unwrap_or_default();
+        assert!(
+            !body.contains("the content of a file outside"),
+            "{path} answered {status} with the file"
+        );
+    }
+    let _ = std::fs::remove_file(&beside);
     // The API's paths are never files, and stay JSON.
     let api = get("/v1/no-such-route").await.expect("GET /v1/...");
     assert_eq!(api.status(), 404);

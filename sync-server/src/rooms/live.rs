@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 use yrs::updates::decoder::Decode;
-use yrs::{StateVector, Update};
+use yrs::{ClientID, StateVector, Update};
 
 /// An update relayed before it was stored that its origin did not confirm
 /// as stored within this time is stored by the receiving room itself.
@@ -40,6 +40,22 @@ struct Unconfirmed {
     id: u64,
     received_at: Instant,
     update: Vec<u8>,
+    /// Per client, the first clock the update inserts: read once here, so
+    /// an acknowledgement does not decode the queue again.
+    starts: Vec<(ClientID, u32)>,
+}
+
+/// The first clock each client inserts in `update` (none when it does not
+/// decode: it then claims nothing either).
+fn insert_starts(update: &[u8]) -> Vec<(ClientID, u32)> {
+    let Ok(update) = Update::decode_v1(update) else {
+        return Vec::new();
+    };
+    update
+        .insertions(true)
+        .iter()
+        .filter_map(|(client, ranges)| Some((*client, ranges.iter().map(|r| r.start).min()?)))
+        .collect()
 }
 
 /// Relayed updates waiting for their origin's confirmation, oldest first.
@@ -58,6 +74,7 @@ impl LiveUpdates {
             origin,
             id,
             received_at: Instant::now(),
+            starts: insert_starts(&update),
             update,
         });
         let mut adopted = Vec::new();
@@ -111,16 +128,9 @@ impl LiveUpdates {
     /// what this room holds only from another replica's live relay is not
     /// stored yet, so a durable acknowledgement must not claim it.
     pub(crate) fn exclude_from(&self, sv: &mut StateVector) {
-        for unconfirmed in &self.queue {
-            let Ok(update) = Update::decode_v1(&unconfirmed.update) else {
-                continue;
-            };
-            for (client, ranges) in update.insertions(true).iter() {
-                if let Some(start) = ranges.iter().map(|r| r.start).min()
-                    && sv.get(client) > start
-                {
-                    sv.set_min(*client, start);
-                }
+        for (client, start) in self.queue.iter().flat_map(|u| &u.starts) {
+            if sv.get(client) > *start {
+                sv.set_min(*client, *start);
             }
         }
     }
@@ -156,7 +166,7 @@ mod tests {
 
     #[test]
     fn what_is_only_relayed_is_not_claimed_as_stored() {
-        use yrs::{ClientID, Doc, Map, ReadTxn, Transact};
+        use yrs::{Doc, Map, ReadTxn, Transact};
         let doc = Doc::with_client_id(7);
         let map = doc.get_or_insert_map("items");
         let stored_part = {
