@@ -6,9 +6,17 @@
 
 Builds release binaries, starts `larder serve` processes (and uses the local
 PostgreSQL and Redis), runs `larder-loadgen`, and writes one JSON report per
-scenario to bench/results/: the load generator's own report plus the server
-processes' CPU seconds (from /proc/<pid>/stat), peak RSS (VmHWM) and, where it
-matters, PostgreSQL's committed transactions (pg_stat_database).
+scenario to bench/results/: the load generator's own report plus, for the
+same interval,
+  - the server processes' CPU seconds (/proc/<pid>/stat) and peak RSS (VmHWM);
+  - their context switches and system calls (`perf stat` attached to them;
+    without perf, context switches from /proc/<pid>/task/*/status);
+  - PostgreSQL's CPU seconds: every process of the cluster from /proc, plus
+    what the postmaster collected from backends that exited;
+  - PostgreSQL's statements (pg_stat_statements, when it is in
+    shared_preload_libraries) and committed transactions (pg_stat_database);
+  - Redis's CPU seconds (INFO cpu);
+and each of them per edit.
 
 Scenarios (DESIGN.md §14, issue "Load generator and performance"):
   fanout    50 lists x 4 clients x 5 edits/s for 20 s, one replica
@@ -30,6 +38,8 @@ Scenarios (DESIGN.md §14, issue "Load generator and performance"):
 import json
 import os
 import resource
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -188,21 +198,169 @@ def loadgen(urls, *args, stderr_line=None, on_line=None):
     return json.loads(out)
 
 
-def measured(servers, run, database=True):
-    """Runs `run` and adds the servers' CPU seconds and peak RSS."""
+def proc_cpu_seconds(pid, children=False):
+    """utime + stime of a process (and of its reaped children) from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / USER_HZ
+
+
+def postmaster_pid():
+    """The PostgreSQL postmaster's pid, from postmaster.pid in its data folder."""
+    try:
+        data = psql("SHOW data_directory")
+        return int((Path(data) / "postmaster.pid").read_text().split()[0])
+    except (OSError, subprocess.CalledProcessError, ValueError, IndexError):
+        return None
+
+
+def postgres_cpu_seconds():
+    """CPU of the whole cluster: the postmaster with what it reaped, and every
+    process it started that is still running (backends, WAL writer, ...)."""
+    root = postmaster_pid()
+    if root is None:
+        return None
+    total = proc_cpu_seconds(root, children=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == root:
+            total += proc_cpu_seconds(int(entry.name))
+    return total
+
+
+def statement_count():
+    """Statements run in the benchmark database, BEGIN and COMMIT included
+    (pg_stat_statements), or None when the extension is not loaded."""
+    if "pg_stat_statements" not in psql("SHOW shared_preload_libraries"):
+        return None
+    psql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    value = psql(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s "
+        f"JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = '{DB}'")
+    return int(value or 0)
+
+
+def redis_cpu_seconds():
+    try:
+        out = subprocess.run(["redis-cli", "-u", REDIS, "info", "cpu"], check=True,
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    values = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return float(values["used_cpu_user"]) + float(values["used_cpu_sys"])
+
+
+def task_context_switches(pid):
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        try:
+            for line in status.read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class KernelCounters:
+    """Context switches and system calls of the server processes over a run:
+    `perf stat` attached to them, or /proc when perf is missing or refused."""
+
+    EVENTS = "raw_syscalls:sys_enter,context-switches"
+
+    def __init__(self, pids):
+        self.pids = pids
+        self.output = tempfile.NamedTemporaryFile(prefix="larder-perf-", suffix=".csv", delete=False)
+        self.perf = None
+        self.switches_before = [task_context_switches(p) for p in pids]
+        if shutil.which("perf") and os.environ.get("BENCH_PERF", "1") != "0":
+            self.perf = subprocess.Popen(
+                ["perf", "stat", "-x", ",", "-e", self.EVENTS, "-o", self.output.name,
+                 "-p", ",".join(str(p) for p in pids)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)  # let it attach before the load starts
+            if self.perf.poll() is not None:
+                self.perf = None
+
+    def stop(self):
+        counts = {}
+        if self.perf is not None:
+            self.perf.send_signal(signal.SIGINT)
+            self.perf.wait(timeout=30)
+            for line in Path(self.output.name).read_text().splitlines():
+                parts = line.split(",")
+                if len(parts) > 2 and parts[0].strip().isdigit():
+                    counts[parts[2]] = int(parts[0])
+        os.unlink(self.output.name)
+        result = {"source": "perf stat" if counts else "/proc"}
+        if "context-switches" in counts:
+            result["context_switches"] = counts["context-switches"]
+        else:
+            result["context_switches"] = sum(
+                task_context_switches(p) - b for p, b in zip(self.pids, self.switches_before))
+        if "raw_syscalls:sys_enter" in counts:
+            result["syscalls"] = counts["raw_syscalls:sys_enter"]
+        return result
+
+
+def per_edit_us(seconds, edits):
+    return None if seconds is None or not edits else seconds / edits * 1e6
+
+
+def delta(after, before):
+    return None if after is None or before is None else after - before
+
+
+def measured(servers, run, database=True, redis=False):
+    """Runs `run` and adds what the servers, PostgreSQL and Redis spent."""
     cpu_before = [s.cpu_seconds() for s in servers]
     tx_before = committed_transactions() if database else 0
+    statements_before = statement_count() if database else None
+    pg_before = postgres_cpu_seconds() if database else None
+    redis_before = redis_cpu_seconds() if redis else None
+    kernel = KernelCounters([s.proc.pid for s in servers])
     report = run()
+    counters = kernel.stop()
     report["server_cpu_seconds"] = [s.cpu_seconds() - c for s, c in zip(servers, cpu_before)]
     report["server_peak_rss_kib"] = [s.memory_kib("VmHWM") for s in servers]
     edits = report.get("edits_sent")
+    server_cpu = sum(report["server_cpu_seconds"])
+    report["server_cpu_us_per_edit"] = per_edit_us(server_cpu, edits)
+    report["server_kernel_counters"] = counters
     if edits:
-        report["server_cpu_us_per_edit"] = sum(report["server_cpu_seconds"]) / edits * 1e6
+        for key in ("context_switches", "syscalls"):
+            if key in counters:
+                report[f"server_{key}_per_edit"] = counters[key] / edits
+    system_cpu = server_cpu
     if database:
         time.sleep(1.0)  # pg_stat_database lags a little
         report["postgres_transactions"] = committed_transactions() - tx_before
         if edits:
             report["edits_per_postgres_transaction"] = edits / max(report["postgres_transactions"], 1)
+        statements = delta(statement_count(), statements_before)
+        report["postgres_statements"] = statements
+        report["postgres_statements_per_edit"] = statements / edits if statements is not None and edits else None
+        pg_cpu = delta(postgres_cpu_seconds(), pg_before)
+        report["postgres_cpu_seconds"] = pg_cpu
+        report["postgres_cpu_us_per_edit"] = per_edit_us(pg_cpu, edits)
+        system_cpu += pg_cpu or 0
+    if redis:
+        redis_cpu = delta(redis_cpu_seconds(), redis_before)
+        report["redis_cpu_seconds"] = redis_cpu
+        report["redis_cpu_us_per_edit"] = per_edit_us(redis_cpu, edits)
+        system_cpu += redis_cpu or 0
+    report["system_cpu_us_per_edit"] = per_edit_us(system_cpu, edits)
     return report
 
 
@@ -218,14 +376,14 @@ def api_args(servers):
     return ["--api", servers[0].api()] if hasattr(servers[0], "api") else []
 
 
-def run_load(make_servers, load, database=True):
+def run_load(make_servers, load, database=True, redis=False):
     """Starts the servers, runs the load over all of them, stops them."""
     if database:
         fresh_database()
     servers = make_servers()
     try:
         return measured(servers, lambda: loadgen([s.url() for s in servers], *load, *api_args(servers)),
-                        database=database)
+                        database=database, redis=redis)
     finally:
         for s in servers:
             s.stop()
@@ -256,11 +414,11 @@ def ramp_one():
 
 
 def cross():
-    return run_load(lambda: [Server(redis=True), Server(redis=True)], FIXED)
+    return run_load(lambda: [Server(redis=True), Server(redis=True)], FIXED, redis=True)
 
 
 def ramp():
-    return run_load(lambda: [Server(redis=True), Server(redis=True)], RAMP)
+    return run_load(lambda: [Server(redis=True), Server(redis=True)], RAMP, redis=True)
 
 
 def idle_run(lists, clients):
