@@ -65,6 +65,40 @@ pub struct Projection {
     pub orders: Vec<ProjectedOrder>,
 }
 
+/// The projection a process wrote last for a list, at `seq`: when the
+/// stored projection is still that one, only what changed since is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Previous<'a> {
+    pub seq: u64,
+    pub projection: &'a Projection,
+}
+
+/// The items of `after` that are new or differ from `before`, and the ids
+/// of `before`'s items that `after` no longer has.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ItemChanges<'a> {
+    pub upserts: Vec<&'a ProjectedItem>,
+    pub removed: Vec<Uuid>,
+}
+
+pub fn item_changes<'a>(before: &Projection, after: &'a Projection) -> ItemChanges<'a> {
+    let old: std::collections::HashMap<Uuid, &ProjectedItem> =
+        before.items.iter().map(|i| (i.item_id, i)).collect();
+    let upserts = after
+        .items
+        .iter()
+        .filter(|i| old.get(&i.item_id) != Some(i))
+        .collect();
+    let kept: std::collections::HashSet<Uuid> = after.items.iter().map(|i| i.item_id).collect();
+    let removed = before
+        .items
+        .iter()
+        .map(|i| i.item_id)
+        .filter(|id| !kept.contains(id))
+        .collect();
+    ItemChanges { upserts, removed }
+}
+
 /// What writing a projection did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Projected {
@@ -168,6 +202,20 @@ pub trait ProjectionStore: Send + Sync + std::fmt::Debug + 'static {
     async fn write(&self, list_id: Uuid, seq: u64, projection: &Projection)
     -> DirResult<Projected>;
 
+    /// [`ProjectionStore::write`], knowing the projection this process
+    /// wrote before: a database may then write only what changed, when the
+    /// stored projection is still `previous`. By default, a whole write.
+    async fn write_since(
+        &self,
+        list_id: Uuid,
+        seq: u64,
+        projection: &Projection,
+        previous: Previous<'_>,
+    ) -> DirResult<Projected> {
+        let _ = previous;
+        self.write(list_id, seq, projection).await
+    }
+
     /// Lists whose projection lags their log (not deleted), at most `limit`.
     async fn lagging(&self, limit: i64) -> DirResult<Vec<Uuid>>;
 
@@ -221,5 +269,48 @@ impl std::ops::Deref for Projections {
 
     fn deref(&self) -> &Self::Target {
         self.0.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: Uuid, name: &str) -> ProjectedItem {
+        ProjectedItem {
+            item_id: id,
+            name: name.to_owned(),
+            quantity: None,
+            status: "needed".into(),
+            category: None,
+            note: None,
+            assignee: None,
+            position: None,
+            added_by: None,
+            added_at: None,
+        }
+    }
+
+    #[test]
+    fn only_new_changed_and_removed_items_are_named() {
+        let (kept, renamed, gone, new) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
+        let before = Projection {
+            items: vec![item(kept, "Milk"), item(renamed, "Egg"), item(gone, "Tea")],
+            ..Projection::default()
+        };
+        let after = Projection {
+            items: vec![item(kept, "Milk"), item(renamed, "Eggs"), item(new, "Jam")],
+            ..Projection::default()
+        };
+        let changes = item_changes(&before, &after);
+        let upserted: Vec<Uuid> = changes.upserts.iter().map(|i| i.item_id).collect();
+        assert_eq!(upserted, vec![renamed, new]);
+        assert_eq!(changes.removed, vec![gone]);
+        assert_eq!(item_changes(&after, &after), ItemChanges::default());
     }
 }

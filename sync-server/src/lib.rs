@@ -143,6 +143,10 @@ pub async fn run_with_relay(
         shutdown: shutdown.clone(),
         tracker: tracker.clone(),
     });
+    rooms
+        .context()
+        .projector
+        .read_open_lists_from(rooms.for_projector());
     rooms.start_relay_tasks(config.relay.catchup_interval());
     spawn_housekeeping(directory.clone(), shutdown.clone(), &tracker);
     let outbox_wake = Arc::new(tokio::sync::Notify::new());

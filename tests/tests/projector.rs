@@ -246,6 +246,79 @@ async fn live_edits_are_projected_into_rows_with_counts_and_orders() {
     app.stop().await;
 }
 
+/// The value of `larder_projection_reads_total{from="..."}` on `app`.
+async fn projection_reads(app: &TestApp, from: &str) -> u64 {
+    let text = http_client()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let prefix = format!("larder_projection_reads_total{{from=\"{from}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().expect("a count"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_list_is_projected_from_its_room_change_by_change() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn_with(db.url(), fast_projection).await;
+    let pool = pool(&db).await;
+    let list = Uuid::now_v7();
+    let client = app.connect(list).await;
+    let mut ids = Vec::new();
+    for round in 0..6 {
+        // Each round adds, changes and removes items and changes an order,
+        // so every kind of change goes through a projection written over
+        // the one before it.
+        ids.push(add_item(&client, &format!("item {round}")));
+        ids.push(add_item(&client, &format!("extra {round}")));
+        patch_item(
+            &client,
+            &ids[round],
+            &ItemPatch {
+                status: Some(ItemStatus::InCart),
+                note: Some(Some(format!("round {round}"))),
+                ..Default::default()
+            },
+        );
+        if round % 2 == 1 {
+            let gone = ids.remove(0);
+            client.edit(|txn| client.list().remove_item(txn, &gone));
+        }
+        client.edit(|txn| {
+            client
+                .list()
+                .add_order(
+                    txn,
+                    &NewOrder {
+                        id: Uuid::new_v4().to_string(),
+                        vendor_id: Uuid::new_v4().to_string(),
+                        items: vec![OrderItemRow {
+                            item_id: None,
+                            name: format!("line {round}"),
+                            quantity: None,
+                        }],
+                        placed_by: None,
+                        placed_at_ms: 1_700_000_000_000,
+                        note: None,
+                        share_id: None,
+                    },
+                )
+                .expect("valid order")
+        });
+        wait_projected(&pool, list, &client.snapshot()).await;
+    }
+    assert!(
+        projection_reads(&app, "room").await >= 6,
+        "an open list is read from its room, not from the log"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_projection_committed_after_a_newer_one_leaves_the_newer_in_place() {
     let db = TestDatabase::create().await;

@@ -213,76 +213,67 @@ impl Store for PgStore {
         if updates.is_empty() {
             return Ok(HashMap::new());
         }
-        // Sorted by list id: every writer locks rows in the same order, so
-        // two replicas committing overlapping batches cannot deadlock.
+        // How many updates each list gets, sorted by list id, and each
+        // update's place among its list's (1-based, in submission order).
         let mut counts: BTreeMap<Uuid, i64> = BTreeMap::new();
+        let mut places = Vec::with_capacity(updates.len());
         for u in &updates {
-            *counts.entry(u.list_id).or_default() += 1;
+            let n = counts.entry(u.list_id).or_default();
+            *n += 1;
+            places.push(*n);
         }
         let ids: Vec<Uuid> = counts.keys().copied().collect();
         let ns: Vec<i64> = counts.values().copied().collect();
-
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT id FROM grocery_lists WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        let heads: Vec<(Uuid, i64)> = sqlx::query_as(
-            "UPDATE grocery_lists AS g SET head_seq = g.head_seq + v.n \
-             FROM UNNEST($1::uuid[], $2::bigint[]) AS v(id, n) \
-             WHERE g.id = v.id AND g.deleted_at IS NULL \
-             RETURNING g.id, g.head_seq",
-        )
-        .bind(&ids)
-        .bind(&ns)
-        .fetch_all(&mut *tx)
-        .await?;
-
-        let mut ranges: HashMap<Uuid, SeqRange> = HashMap::with_capacity(heads.len());
-        let mut next: HashMap<Uuid, i64> = HashMap::with_capacity(heads.len());
-        for (id, head) in heads {
-            let n = counts[&id];
-            next.insert(id, head - n + 1);
-            ranges.insert(
-                id,
-                SeqRange {
-                    first: to_u64(head - n + 1),
-                    last: to_u64(head),
-                },
-            );
-        }
-
         let mut list_ids = Vec::with_capacity(updates.len());
-        let mut seqs = Vec::with_capacity(updates.len());
         let mut bodies = Vec::with_capacity(updates.len());
         let mut origins = Vec::with_capacity(updates.len());
         let mut users = Vec::with_capacity(updates.len());
         for u in updates {
-            let Some(seq) = next.get_mut(&u.list_id) else {
-                continue;
-            };
             list_ids.push(u.list_id);
-            seqs.push(*seq);
-            *seq += 1;
             bodies.push(u.update);
             origins.push(u.origin);
             users.push(u.user_id);
         }
-        if !list_ids.is_empty() {
-            sqlx::query(
-                "INSERT INTO doc_updates (list_id, seq, update_v1, origin, user_id) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bytea[], $4::text[], $5::uuid[])",
-            )
-            .bind(&list_ids)
-            .bind(&seqs)
-            .bind(&bodies)
-            .bind(&origins)
-            .bind(&users)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(ranges)
+        // One statement, so one round trip and its own transaction: lock
+        // the lists in id order (every writer does, so two replicas
+        // committing overlapping batches cannot deadlock), advance each
+        // live list's head by its count, and insert its updates numbered
+        // up to the new head. A deleted list's updates are not written.
+        let heads: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+            "WITH locked AS MATERIALIZED ( \
+                 SELECT id FROM grocery_lists WHERE id = ANY($1) ORDER BY id FOR UPDATE), \
+             heads AS ( \
+                 UPDATE grocery_lists AS g SET head_seq = g.head_seq + v.n \
+                 FROM UNNEST($1::uuid[], $2::bigint[]) AS v(id, n) JOIN locked AS l ON l.id = v.id \
+                 WHERE g.id = v.id AND g.deleted_at IS NULL \
+                 RETURNING g.id, g.head_seq, v.n), \
+             inserted AS ( \
+                 INSERT INTO doc_updates (list_id, seq, update_v1, origin, user_id) \
+                 SELECT u.list_id, h.head_seq - h.n + u.place, u.update_v1, u.origin, u.user_id \
+                 FROM UNNEST($3::uuid[], $4::bigint[], $5::bytea[], $6::text[], $7::uuid[]) \
+                     AS u(list_id, place, update_v1, origin, user_id) \
+                 JOIN heads AS h ON h.id = u.list_id) \
+             SELECT id, head_seq, n FROM heads",
+        )
+        .bind(&ids)
+        .bind(&ns)
+        .bind(&list_ids)
+        .bind(&places)
+        .bind(&bodies)
+        .bind(&origins)
+        .bind(&users)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(heads
+            .into_iter()
+            .map(|(id, head, n)| {
+                let range = SeqRange {
+                    first: to_u64(head - n + 1),
+                    last: to_u64(head),
+                };
+                (id, range)
+            })
+            .collect())
     }
 
     async fn try_lease_compaction(

@@ -5,10 +5,12 @@
 //! ([`Projector::changed`]). A list is projected once it has been quiet for
 //! the debounce, or at the latest the maximum delay after its first
 //! unprojected change, so a busy list is still projected regularly. The
-//! projection is read from the stored log (snapshot + tail) at its head
-//! sequence, so it never includes an update that is not durable, and is
-//! written only if no newer projection is stored: replicas may project the
-//! same list in any order. A periodic scan (and one at start-up) catches up
+//! projection is read from the list's open room once everything the room
+//! holds is stored, or else from the stored log (snapshot + tail), so it
+//! never includes an update that is not durable ([`source`]). It is written
+//! only if no newer projection is stored, and only what changed since the
+//! projection this replica wrote before: replicas may project the same list
+//! in any order. A periodic scan (and one at start-up) catches up
 //! lists whose rows lag their log, e.g. because the replica that stored the
 //! update died before projecting it.
 
@@ -16,19 +18,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use larder_crdt::ListSnapshot;
-use larder_crdt::list::ListDoc;
-use larder_storage::projection::{
-    Projected, ProjectedItem, ProjectedOrder, ProjectedOrderItem, Projection, Projections,
-};
+use larder_storage::projection::{Previous, Projected, Projections};
 use larder_storage::{Store, StoreError};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
-use yrs::{Doc, Transact};
+
+mod rows;
+mod source;
+
+pub use rows::to_projection;
+pub use source::{OpenLists, SettledList};
+use source::{Recent, Source};
 
 /// Projections running at once per process.
 const CONCURRENCY: usize = 2;
@@ -49,9 +52,10 @@ pub struct ProjectorSettings {
 }
 
 /// A handle to tell the projector a list changed.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Projector {
     tx: mpsc::UnboundedSender<Uuid>,
+    source: Source,
 }
 
 /// When a dirty list is due.
@@ -60,12 +64,23 @@ struct Dirty {
     last: Instant,
 }
 
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("reads_open_lists", &self.source.get().is_some())
+            .finish()
+    }
+}
+
 impl Projector {
     /// A projector that never projects (for servers without one, e.g. tests
     /// of rooms alone).
     pub fn disabled() -> Projector {
         let (tx, _) = mpsc::unbounded_channel();
-        Projector { tx }
+        Projector {
+            tx,
+            source: Source::default(),
+        }
     }
 
     /// Starts the projector task.
@@ -77,10 +92,16 @@ impl Projector {
         tracker: &TaskTracker,
     ) -> Projector {
         let (tx, rx) = mpsc::unbounded_channel();
-        let projector = Projector { tx: tx.clone() };
+        let source = Source::default();
+        let projector = Projector {
+            tx: tx.clone(),
+            source: source.clone(),
+        };
         let worker = Worker {
             store,
             projections,
+            source,
+            recent: Recent::default(),
             settings,
             rx,
             requeue: tx,
@@ -93,6 +114,12 @@ impl Projector {
         projector
     }
 
+    /// Reads lists open in `rooms` from their documents rather than from
+    /// the log. Set once; later calls change nothing.
+    pub fn read_open_lists_from(&self, rooms: Arc<dyn OpenLists>) {
+        let _ = self.source.set(rooms);
+    }
+
     /// `list_id` changed (an update was stored).
     pub fn changed(&self, list_id: Uuid) {
         let _ = self.tx.send(list_id);
@@ -102,6 +129,8 @@ impl Projector {
 struct Worker {
     store: Arc<dyn Store>,
     projections: Projections,
+    source: Source,
+    recent: Recent,
     settings: ProjectorSettings,
     rx: mpsc::UnboundedReceiver<Uuid>,
     /// Lists changed again while being projected come back through here.
@@ -170,13 +199,15 @@ impl Worker {
             self.dirty.remove(&list_id);
             let store = self.store.clone();
             let projections = self.projections.clone();
+            let source = self.source.clone();
+            let recent = self.recent.clone();
             let slots = self.slots.clone();
             let running = self.running.clone();
             let requeue = self.requeue.clone();
             self.tracker.spawn(async move {
                 let result = {
                     let _slot = slots.acquire_owned().await;
-                    project(store.as_ref(), &projections, list_id).await
+                    project(store.as_ref(), &projections, &source, &recent, list_id).await
                 };
                 running
                     .lock()
@@ -235,227 +266,57 @@ pub enum ProjectError {
     Panicked,
 }
 
-/// Projects `list_id` from its stored state now.
-pub async fn project(
+/// Projects `list_id` now, from its open room or its stored log.
+async fn project(
     store: &dyn Store,
     projections: &Projections,
+    source: &Source,
+    recent: &Recent,
     list_id: Uuid,
 ) -> Result<Projected, ProjectError> {
     let started = std::time::Instant::now();
-    let stored = match store.load_doc(list_id).await {
-        Ok(stored) => stored,
-        Err(StoreError::ListNotFound(_)) => return Ok(Projected::Gone),
-        Err(e) => return Err(e.into()),
-    };
-    // A document yrs cannot read must not take the projector down.
-    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let doc = Doc::new();
-        larder_crdt::state::apply_stored(&doc, stored.updates())?;
-        Ok::<_, larder_crdt::CrdtError>(ListDoc::new(&doc).read(&doc.transact()))
-    }));
-    let snapshot = match read {
-        Ok(snapshot) => snapshot?,
-        Err(_) => {
-            tracing::error!(%list_id, "reading the stored list panicked; its rows are left as they are");
-            return Err(ProjectError::Panicked);
-        }
+    let Some((seq, snapshot)) = source::read(source, store, list_id).await? else {
+        recent.forget(list_id);
+        return Ok(Projected::Gone);
     };
     let (projection, skipped) = to_projection(&snapshot);
     if skipped > 0 {
         tracing::debug!(%list_id, skipped, "parts of the document do not fit the schema; left out");
         metrics::counter!("larder_projection_skipped_total").increment(u64::from(skipped));
     }
-    let outcome = projections
-        .write(list_id, stored.head_seq, &projection)
-        .await?;
-    if let Projected::Applied { orders_skipped } = outcome {
-        if orders_skipped > 0 {
-            tracing::debug!(%list_id, orders_skipped, "orders whose id another list holds were left out");
-            metrics::counter!("larder_projection_skipped_total")
-                .increment(u64::from(orders_skipped));
+    let previous = recent.get(list_id);
+    let written = match &previous {
+        Some(p) => {
+            let since = Previous {
+                seq: p.seq,
+                projection: &p.projection,
+            };
+            projections
+                .write_since(list_id, seq, &projection, since)
+                .await
         }
-        metrics::histogram!("larder_projection_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("larder_projections_total").increment(1);
+        None => projections.write(list_id, seq, &projection).await,
+    };
+    let outcome = match written {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            recent.forget(list_id);
+            return Err(e.into());
+        }
+    };
+    match outcome {
+        Projected::Applied { orders_skipped } => {
+            if orders_skipped > 0 {
+                tracing::debug!(%list_id, orders_skipped, "orders whose id another list holds were left out");
+                metrics::counter!("larder_projection_skipped_total")
+                    .increment(u64::from(orders_skipped));
+            }
+            recent.written(list_id, seq, projection, previous.as_ref());
+            metrics::histogram!("larder_projection_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("larder_projections_total").increment(1);
+        }
+        Projected::Stale { .. } | Projected::Gone => recent.forget(list_id),
     }
     Ok(outcome)
-}
-
-/// Counts what a projection leaves out.
-struct Skips(u32);
-
-impl Skips {
-    /// A timestamp PostgreSQL can store (years 1 to 9999), else nothing.
-    fn millis(&mut self, ms: Option<i64>) -> Option<DateTime<Utc>> {
-        let ms = ms?;
-        let at = DateTime::from_timestamp_millis(ms).filter(|at| {
-            use chrono::Datelike;
-            (1..=9999).contains(&at.year())
-        });
-        if at.is_none() {
-            self.0 += 1;
-        }
-        at
-    }
-
-    /// Text PostgreSQL can store (no NUL), else nothing.
-    fn text(&mut self, value: &Option<String>) -> Option<String> {
-        match value {
-            Some(v) if v.contains('\0') => {
-                self.0 += 1;
-                None
-            }
-            other => other.clone(),
-        }
-    }
-
-    /// An id in canonical form (lower-case, hyphenated), so two keys of a
-    /// document can never name one row.
-    fn id(&mut self, text: &str) -> Option<Uuid> {
-        let id = Uuid::parse_str(text)
-            .ok()
-            .filter(|id| id.hyphenated().to_string() == text);
-        if id.is_none() {
-            self.0 += 1;
-        }
-        id
-    }
-
-    fn optional_id(&mut self, text: &Option<String>) -> Option<Uuid> {
-        text.as_deref().and_then(|t| self.id(t))
-    }
-}
-
-/// The rows of a snapshot, and how much of the document was left out
-/// (counted by larder-crdt, plus what PostgreSQL could not store: ids not in
-/// canonical UUID form, text with NUL, dates out of range).
-pub fn to_projection(snapshot: &ListSnapshot) -> (Projection, u32) {
-    let mut skips =
-        Skips(snapshot.skipped.items + snapshot.skipped.orders + snapshot.skipped.fields);
-    let mut items = Vec::with_capacity(snapshot.items.len());
-    for item in &snapshot.items {
-        let Some(item_id) = skips.id(&item.id) else {
-            continue;
-        };
-        let Some(name) = skips.text(&Some(item.name.clone())) else {
-            continue;
-        };
-        items.push(ProjectedItem {
-            item_id,
-            name,
-            quantity: skips.text(&item.quantity),
-            status: item.status.as_str().to_owned(),
-            category: skips.text(&item.category),
-            note: skips.text(&item.note),
-            assignee: skips.text(&item.assignee),
-            position: skips.text(&item.position),
-            added_by: skips.text(&item.added_by),
-            added_at: skips.millis(item.added_at_ms),
-        });
-    }
-    let mut orders = Vec::with_capacity(snapshot.orders.len());
-    for order in &snapshot.orders {
-        let Some(order_id) = skips.id(&order.id) else {
-            continue;
-        };
-        let mut lines = Vec::with_capacity(order.items.len());
-        for line in &order.items {
-            let Some(name) = skips.text(&Some(line.name.clone())) else {
-                continue;
-            };
-            lines.push(ProjectedOrderItem {
-                item_id: skips.optional_id(&line.item_id),
-                name,
-                quantity: skips.text(&line.quantity),
-            });
-        }
-        orders.push(ProjectedOrder {
-            order_id,
-            vendor_id: skips.optional_id(&order.vendor_id),
-            status: order.status.as_str().to_owned(),
-            placed_by: skips.text(&order.placed_by),
-            placed_at: skips.millis(order.placed_at_ms),
-            note: skips.text(&order.note),
-            share_id: skips.optional_id(&order.share_id),
-            items: lines,
-        });
-    }
-    let projection = Projection {
-        name: skips.text(&snapshot.meta.name).unwrap_or_default(),
-        status: snapshot
-            .meta
-            .status
-            .unwrap_or(larder_crdt::ListStatus::Active)
-            .as_str()
-            .to_owned(),
-        items,
-        orders,
-    };
-    (projection, skips.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use larder_crdt::list::{ItemRow, ListMeta, OrderRow};
-    use larder_crdt::{ItemStatus, OrderStatus};
-
-    fn item(id: &str, name: &str) -> ItemRow {
-        ItemRow {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            quantity: None,
-            status: ItemStatus::Needed,
-            category: None,
-            note: Some("ok".into()),
-            assignee: None,
-            position: None,
-            added_by: None,
-            added_at_ms: Some(-1_000_000_000_000_000),
-        }
-    }
-
-    #[test]
-    fn what_postgresql_cannot_store_is_left_out_and_counted() {
-        let id = Uuid::new_v4().to_string();
-        let upper = Uuid::new_v4().to_string().to_uppercase();
-        let snapshot = ListSnapshot {
-            meta: ListMeta {
-                name: Some("Weekly".into()),
-                ..ListMeta::default()
-            },
-            items: vec![
-                item(&id, "Milk"),
-                item(&upper, "Shouting"),
-                item(&Uuid::new_v4().to_string(), "nul\0name"),
-            ],
-            orders: vec![OrderRow {
-                id: format!("{{{}}}", Uuid::new_v4()),
-                vendor_id: None,
-                status: OrderStatus::Placed,
-                items: vec![],
-                placed_by: None,
-                placed_at_ms: None,
-                note: None,
-                share_id: None,
-            }],
-            skipped: Default::default(),
-        };
-        let (projection, skipped) = to_projection(&snapshot);
-        assert_eq!(
-            projection.items.len(),
-            1,
-            "only the canonical, storable item"
-        );
-        assert_eq!(
-            projection.items[0].added_at, None,
-            "a date out of range is dropped"
-        );
-        assert_eq!(projection.items[0].note.as_deref(), Some("ok"));
-        assert!(
-            projection.orders.is_empty(),
-            "a braced order id is not canonical"
-        );
-        // Upper-case id, NUL name, braced order id, the out-of-range date.
-        assert_eq!(skipped, 4);
-    }
 }

@@ -281,6 +281,10 @@ pub(crate) enum RoomCommand {
     RevokeLink {
         link: Uuid,
     },
+    /// Answer with the list once everything the room holds is stored.
+    Settled {
+        reply: oneshot::Sender<Option<Arc<crate::projector::SettledList>>>,
+    },
 }
 
 /// A cheap handle to a room.
@@ -359,6 +363,30 @@ struct Entry {
 
 type Registry = Arc<Mutex<HashMap<Uuid, Entry>>>;
 
+/// The open rooms as the projector sees them: it asks a room for its list
+/// and never keeps one open (nor the registry alive).
+struct OpenRooms(std::sync::Weak<Mutex<HashMap<Uuid, Entry>>>);
+
+impl crate::projector::OpenLists for OpenRooms {
+    fn settled(
+        &self,
+        list_id: Uuid,
+    ) -> Option<oneshot::Receiver<Option<Arc<crate::projector::SettledList>>>> {
+        let registry = self.0.upgrade()?;
+        let handle = registry
+            .lock()
+            .expect("room registry lock poisoned")
+            .get(&list_id)
+            .map(|e| e.handle.clone())?;
+        let (reply, answer) = oneshot::channel();
+        handle
+            .tx
+            .try_send(RoomCommand::Settled { reply })
+            .ok()
+            .map(|()| answer)
+    }
+}
+
 /// The registry of open rooms of this process.
 #[derive(Clone)]
 pub struct Rooms {
@@ -374,6 +402,12 @@ impl Rooms {
             ctx: Arc::new(ctx),
             generations: Arc::default(),
         }
+    }
+
+    /// The open rooms for the projector, which reads an open list from its
+    /// room rather than from the log.
+    pub fn for_projector(&self) -> Arc<dyn crate::projector::OpenLists> {
+        Arc::new(OpenRooms(Arc::downgrade(&self.registry)))
     }
 
     /// The room of `list_id`, started if it is not open.

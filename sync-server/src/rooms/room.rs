@@ -5,6 +5,7 @@
 //! log are in [`persist`].
 
 mod persist;
+mod settled;
 
 use std::collections::HashMap;
 use std::mem::ManuallyDrop;
@@ -90,6 +91,8 @@ pub(crate) struct Room {
     deferred_step1: HashMap<ConnId, StateVector>,
     /// How deep the document's types nest, to refuse updates nesting deeper.
     nesting: NestingIndex,
+    /// The projector waiting for the list with everything stored.
+    settled_waiters: Vec<settled::Waiter>,
     /// Structs the document holds (each costs yrs memory, whatever its bytes).
     doc_structs: usize,
 }
@@ -193,6 +196,7 @@ impl Room {
             deferred_step1: HashMap::new(),
             nesting: NestingIndex::new(nesting_limit(&ctx_limits)),
             doc_structs: 0,
+            settled_waiters: Vec::new(),
         }
     }
 
@@ -240,6 +244,9 @@ impl Room {
             // What arrived while nothing was being written goes to the
             // committer now; its commit window gathers batches of all lists.
             self.start_flush();
+            if !self.settled_waiters.is_empty() {
+                self.answer_settled();
+            }
             if self.shutdown_deadline.is_some() && self.batches.is_idle() {
                 // Everything is stored: leave at once.
                 let mut registry = self.registry.lock().expect("room registry lock poisoned");
@@ -380,6 +387,7 @@ impl Room {
             RoomCommand::Rebuilt { result } => self.on_rebuilt(result),
             RoomCommand::Revoke { user } => self.revoke(user),
             RoomCommand::RevokeLink { link } => self.revoke_link(link),
+            RoomCommand::Settled { reply } => self.settled_waiters.push(reply),
         }
     }
 

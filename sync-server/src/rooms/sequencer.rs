@@ -83,6 +83,13 @@ impl Sequencer {
         self.persisted_seq
     }
 
+    /// Every sequence known stored is applied, and nothing above it waits:
+    /// the document holds the log up to `persisted_seq`, no more (with no
+    /// local update pending either).
+    pub(crate) fn is_settled(&self) -> bool {
+        self.applied_seq == self.persisted_seq && self.own_ranges.is_empty() && self.held.is_empty()
+    }
+
     /// A batch another replica committed as `first..=last`. Returns what
     /// can be applied now, in order.
     pub(crate) fn relayed(
