@@ -90,10 +90,11 @@ pub async fn close_socket(socket: &mut WebSocket, reason: CloseReason) {
 /// task. Closing a TCP socket with unread input resets it, and a reset can
 /// reach the peer before our close frame does, so input is read and
 /// discarded until the peer's close.
-pub async fn finish_close<S, R>(sink: &mut S, stream: &mut R, reason: Option<CloseReason>)
+pub async fn finish_close<S>(socket: &mut S, reason: Option<CloseReason>)
 where
-    S: futures_util::Sink<WsMessage, Error = axum::Error> + Unpin,
-    R: futures_util::Stream<Item = Result<WsMessage, axum::Error>> + Unpin,
+    S: futures_util::Sink<WsMessage, Error = axum::Error>
+        + futures_util::Stream<Item = Result<WsMessage, axum::Error>>
+        + Unpin,
 {
     if let Some(reason) = reason {
         let frame = CloseFrame {
@@ -102,11 +103,11 @@ where
         };
         let _ = tokio::time::timeout(
             Duration::from_secs(2),
-            sink.send(WsMessage::Close(Some(frame))),
+            socket.send(WsMessage::Close(Some(frame))),
         )
         .await;
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(message)) = stream.next().await {
+            while let Some(Ok(message)) = socket.next().await {
                 if matches!(message, WsMessage::Close(_)) {
                     break;
                 }
@@ -114,7 +115,7 @@ where
         })
         .await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), socket.close()).await;
 }
 
 /// Keep-alive traffic: a ping for peers that answer pings, and for

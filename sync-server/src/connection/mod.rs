@@ -90,7 +90,6 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
         return;
     }
 
-    let (mut sink, mut stream) = socket.split();
     let limits = &ctx.limits;
     let checks = limits.message_checks();
     let keepalive = ctx.settings.keepalive();
@@ -103,13 +102,18 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
     let recheck_every = options.recheck_every.max(Duration::from_secs(1));
     let mut recheck = tokio::time::interval_at(Instant::now() + recheck_every, recheck_every);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One timer for the token's life, not one per message.
+    let expiry = sleep_opt(expires_at);
+    tokio::pin!(expiry);
 
+    // One task owns the socket whole: reading and writing take turns in
+    // this loop, with no lock between two halves.
     let reason: Option<CloseReason> = loop {
         tokio::select! {
             reason = control.closed() => break Some(reason),
             frame = outbound.recv() => match frame {
                 Some(first) => {
-                    match tokio::time::timeout(SEND_TIMEOUT, send_queued(&mut sink, first, &mut outbound, &control)).await {
+                    match tokio::time::timeout(SEND_TIMEOUT, send_queued(&mut socket, first, &mut outbound, &control)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break None,
                         // The peer stopped reading altogether.
@@ -120,7 +124,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
                 // The room dropped us; it may have said why just before.
                 None => break Some(control.reason().unwrap_or_else(|| CloseReason::new(close::GOING_AWAY, "room closed"))),
             },
-            incoming = stream.next() => {
+            incoming = socket.next() => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
                     Some(Err(e)) => {
@@ -163,23 +167,23 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
                     break Some(reason);
                 }
             }
-            _ = sleep_opt(expires_at) => {
+            _ = &mut expiry => {
                 // The exchange in progress is finished: what the room queued
                 // for us goes out, then the close asks for a fresh token.
                 while let Ok(queued) = outbound.try_recv() {
                     control.sent(&queued);
-                    if !matches!(tokio::time::timeout(SEND_TIMEOUT, sink.feed(WsMessage::Binary(queued.frame))).await, Ok(Ok(()))) {
+                    if !matches!(tokio::time::timeout(SEND_TIMEOUT, socket.feed(WsMessage::Binary(queued.frame))).await, Ok(Ok(()))) {
                         break;
                     }
                 }
-                let _ = tokio::time::timeout(SEND_TIMEOUT, sink.flush()).await;
+                let _ = tokio::time::timeout(SEND_TIMEOUT, socket.flush()).await;
                 break Some(CloseReason::new(close::TOKEN_EXPIRED, "access token expired: refresh it and reconnect"));
             }
             _ = ticker.tick() => {
                 if last_received.elapsed() > silence_limit {
                     break Some(CloseReason::new(close::GOING_AWAY, "no traffic from client"));
                 }
-                if !keep_alive(&mut sink, &mut last_sent, keepalive).await {
+                if !keep_alive(&mut socket, &mut last_sent, keepalive).await {
                     break None;
                 }
             }
@@ -190,7 +194,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
     if let Some(reason) = &reason {
         tracing::debug!(conn, code = reason.code, reason = %reason.reason, "closing connection");
     }
-    finish_close(&mut sink, &mut stream, reason).await;
+    finish_close(&mut socket, reason).await;
 }
 
 /// Most queued frames written with one flush.

@@ -73,9 +73,8 @@ enum RoomEvent {
 type Joined = Result<(Subscription, mpsc::Receiver<Outbound>), CloseReason>;
 
 /// Serves one multiplexed socket until it closes.
-pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
+pub async fn serve(mut socket: WebSocket, options: MuxOptions, rooms: Rooms) {
     let ctx = rooms.context().clone();
-    let (mut sink, mut stream) = socket.split();
     let limits = &ctx.limits;
     let checks = limits.message_checks();
     let keepalive = ctx.settings.keepalive();
@@ -92,6 +91,9 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
     let recheck_every = options.recheck_every.max(Duration::from_secs(1));
     let mut recheck = tokio::time::interval_at(Instant::now() + recheck_every, recheck_every);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One timer for the token's life, not one per message.
+    let expiry = sleep_opt(Some(options.expires_at));
+    tokio::pin!(expiry);
 
     let mut subscriptions: HashMap<Uuid, Subscription> = HashMap::new();
     // Lists whose join is under way (a second subscribe waits for it), and
@@ -113,7 +115,7 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
                 match joined {
                     Ok((sub, _)) if cancelled.remove(&list) => {
                         sub.room.leave_soon(sub.conn, &tracker);
-                        if !send(&mut sink, closed(list, &CloseReason::new(UNSUBSCRIBED, "unsubscribed")), &mut last_sent).await {
+                        if !send(&mut socket, closed(list, &CloseReason::new(UNSUBSCRIBED, "unsubscribed")), &mut last_sent).await {
                             break None;
                         }
                     }
@@ -128,7 +130,7 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
                         } else {
                             reason
                         };
-                        if !send(&mut sink, closed(list, &reason), &mut last_sent).await {
+                        if !send(&mut socket, closed(list, &reason), &mut last_sent).await {
                             break None;
                         }
                     }
@@ -151,11 +153,11 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
                         closed(list, &reason)
                     }
                 };
-                if !send(&mut sink, frame, &mut last_sent).await {
+                if !send(&mut socket, frame, &mut last_sent).await {
                     break None;
                 }
             }
-            incoming = stream.next() => {
+            incoming = socket.next() => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
                     Some(Err(e)) => break too_large_or_none(&e, limits.max_message_bytes),
@@ -249,7 +251,7 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
                     MuxFrame::Closed { .. } => break Some(CloseReason::new(close::MALFORMED, "closed frames go from the server to the client")),
                 };
                 if let Some(frame) = reply
-                    && !send(&mut sink, frame, &mut last_sent).await
+                    && !send(&mut socket, frame, &mut last_sent).await
                 {
                     break None;
                 }
@@ -280,20 +282,20 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
                     if let Some(sub) = subscriptions.remove(&list) {
                         sub.room.leave_soon(sub.conn, &tracker);
                     }
-                    ok = ok && send(&mut sink, closed(list, &reason), &mut last_sent).await;
+                    ok = ok && send(&mut socket, closed(list, &reason), &mut last_sent).await;
                 }
                 if !ok {
                     break None;
                 }
             }
-            _ = sleep_opt(Some(options.expires_at)) => {
+            _ = &mut expiry => {
                 break Some(CloseReason::new(close::TOKEN_EXPIRED, "access token expired: refresh it and reconnect"));
             }
             _ = ticker.tick() => {
                 if last_received.elapsed() > silence_limit {
                     break Some(CloseReason::new(close::GOING_AWAY, "no traffic from client"));
                 }
-                if !ping(&mut sink, &mut last_sent).await {
+                if !ping(&mut socket, &mut last_sent).await {
                     break None;
                 }
             }
@@ -319,7 +321,7 @@ pub async fn serve(socket: WebSocket, options: MuxOptions, rooms: Rooms) {
             .await;
         });
     }
-    finish_close(&mut sink, &mut stream, reason).await;
+    finish_close(&mut socket, reason).await;
 }
 
 /// Keep-alive on a multiplexed socket: a ping (a y-websocket message
