@@ -91,6 +91,16 @@ pub struct Client {
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
     edits_made: u64,
+    /// The first sync: from sending step 1 to the server's step 2 applied,
+    /// and how much of that this client spent applying it.
+    first_sync: SyncTiming,
+}
+
+/// How long the first sync took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncTiming {
+    pub total: Duration,
+    pub applying: Duration,
 }
 
 fn unix_micros() -> u64 {
@@ -123,9 +133,17 @@ impl Client {
             stats,
             socket,
             edits_made: 0,
+            first_sync: SyncTiming::default(),
         };
+        let started = Instant::now();
         client.exchange_state(Duration::from_secs(60)).await?;
+        client.first_sync.total = started.elapsed();
         Ok(client)
+    }
+
+    /// The first sync, from this client's first message to its full state.
+    pub fn first_sync(&self) -> SyncTiming {
+        self.first_sync
     }
 
     /// Sends sync step 1 and handles frames until the server's step 2. The
@@ -168,7 +186,9 @@ impl Client {
                         .await?;
                 }
                 Message::Sync(SyncMessage::SyncStep2(update)) => {
+                    let started = Instant::now();
                     self.apply(&update)?;
+                    self.first_sync.applying += started.elapsed();
                     applied = true;
                     synced = true;
                 }

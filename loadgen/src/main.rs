@@ -419,6 +419,8 @@ async fn coldload(args: &Args) -> anyhow::Result<Value> {
     let args = &args;
     let stats = Stats::new();
     let mut times_ms = Vec::new();
+    let mut sync_ms = Vec::new();
+    let mut apply_ms = Vec::new();
     for entry in built["lists"].as_array().into_iter().flatten() {
         let list: Uuid = entry["list"].as_str().unwrap_or_default().parse()?;
         let expected = entry["items"].as_u64().unwrap_or(0) as usize;
@@ -435,16 +437,33 @@ async fn coldload(args: &Args) -> anyhow::Result<Value> {
             client.item_count()
         );
         times_ms.push(elapsed);
+        let timing = client.first_sync();
+        sync_ms.push(timing.total.as_secs_f64() * 1000.0);
+        apply_ms.push(timing.applying.as_secs_f64() * 1000.0);
     }
-    let mut sorted = times_ms.clone();
-    sorted.sort_by(f64::total_cmp);
+    let median = |values: &[f64]| {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len() / 2).copied()
+    };
+    let max = |values: &[f64]| values.iter().copied().reduce(f64::max);
     Ok(json!({
         "mode": "coldload",
         "history": built["history"],
         "lists": times_ms.len(),
+        // From opening the socket (TCP, upgrade, token and membership
+        // checks) to the full state.
         "first_full_state_ms": times_ms,
-        "median_ms": sorted.get(sorted.len() / 2),
-        "max_ms": sorted.last(),
+        "median_ms": median(&times_ms),
+        "max_ms": max(&times_ms),
+        // From the client's first message (sync step 1) to its full state:
+        // the server loads the list and answers, the client applies it.
+        "first_message_to_full_state_ms": sync_ms,
+        "first_message_median_ms": median(&sync_ms),
+        "first_message_max_ms": max(&sync_ms),
+        // Of that, the client's own decoding and applying of the state.
+        "client_apply_ms": apply_ms,
+        "client_apply_median_ms": median(&apply_ms),
     }))
 }
 
