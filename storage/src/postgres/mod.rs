@@ -29,12 +29,15 @@ use crate::{
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
 /// Opens a pool. `max_connections` bounds what this process asks of the
-/// server; connection attempts give up after a few seconds so that an outage
+/// server (two are opened at once and kept); connection attempts give up after a few seconds so that an outage
 /// surfaces as an error instead of a hang.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
     let options: PgConnectOptions = url.parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
+        // Kept open from the start: the first lists opened after a restart
+        // do not wait for new backends.
+        .min_connections(max_connections.min(2))
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await?;

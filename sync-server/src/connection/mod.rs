@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use axum::extract::ws::{Message as WsMessage, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -22,6 +21,7 @@ use common::{
 
 use crate::auth::{Access, AccessCheck};
 use crate::close::{self, CloseReason};
+use crate::rooms::outbound::{self, OutboundReceiver};
 use crate::rooms::{ConnControl, JoinError, Joiner, Outbound, Rooms};
 
 pub(crate) static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -47,7 +47,7 @@ pub struct ConnectionOptions {
 pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOptions, rooms: Rooms) {
     let conn = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let ctx = rooms.context().clone();
-    let (outbound_tx, mut outbound) = mpsc::channel(ctx.limits.outbound_queue.max(1));
+    let (outbound_tx, mut outbound) = outbound::queue(ctx.limits.outbound_queue);
     let control = Arc::new(ConnControl::default());
 
     // Join the room; it answers once the list is loaded.
@@ -62,7 +62,9 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
             wants_ack: options.wants_ack,
             link_id: options.link_id,
         };
-        match room.join(joiner).await {
+        // Futures awaited once or rarely are boxed: the task's own size,
+        // held by every idle connection, is what its loop needs.
+        match Box::pin(room.join(joiner)).await {
             Ok(()) => break room,
             Err(JoinError::Unloading) if ctx.shutdown.is_cancelled() => {
                 close_socket(
@@ -74,7 +76,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
             }
             Err(JoinError::Unloading) => tokio::task::yield_now().await,
             Err(JoinError::Refused(reason)) => {
-                close_socket(&mut socket, reason).await;
+                Box::pin(close_socket(&mut socket, reason)).await;
                 return;
             }
         }
@@ -83,10 +85,10 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
     // Access revoked between the check before the upgrade and the join
     // (its revocation found no connection to close) is caught here.
     if let Some(check) = &options.recheck
-        && let Err(reason) = check.check().await
+        && let Err(reason) = Box::pin(check.check()).await
     {
         room.leave(conn).await;
-        close_socket(&mut socket, reason).await;
+        Box::pin(close_socket(&mut socket, reason)).await;
         return;
     }
 
@@ -162,7 +164,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
             }
             _ = recheck.tick(), if options.recheck.is_some() => {
                 if let Some(check) = &options.recheck
-                    && let Err(reason) = check.check().await
+                    && let Err(reason) = Box::pin(check.check()).await
                 {
                     break Some(reason);
                 }
@@ -183,7 +185,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
                 if last_received.elapsed() > silence_limit {
                     break Some(CloseReason::new(close::GOING_AWAY, "no traffic from client"));
                 }
-                if !keep_alive(&mut socket, &mut last_sent, keepalive).await {
+                if !Box::pin(keep_alive(&mut socket, &mut last_sent, keepalive)).await {
                     break None;
                 }
             }
@@ -194,7 +196,7 @@ pub async fn serve(mut socket: WebSocket, list_id: Uuid, options: ConnectionOpti
     if let Some(reason) = &reason {
         tracing::debug!(conn, code = reason.code, reason = %reason.reason, "closing connection");
     }
-    finish_close(&mut socket, reason).await;
+    Box::pin(finish_close(&mut socket, reason)).await;
 }
 
 /// Most queued frames written with one flush.
@@ -205,7 +207,7 @@ const FRAMES_PER_FLUSH: usize = 64;
 async fn send_queued<S>(
     sink: &mut S,
     first: Outbound,
-    outbound: &mut mpsc::Receiver<Outbound>,
+    outbound: &mut OutboundReceiver,
     control: &ConnControl,
 ) -> Result<(), axum::Error>
 where

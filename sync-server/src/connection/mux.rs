@@ -18,7 +18,6 @@ use futures_util::stream::{BoxStream, FuturesUnordered, SelectAll};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use larder_crdt::mux::MuxFrame;
 use larder_storage::directory::Directory;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -28,6 +27,7 @@ use super::common::{
 };
 use crate::auth::{self, AccessCheck, tokens::TokenKeys};
 use crate::close::{self, CloseReason};
+use crate::rooms::outbound::{self, OutboundReceiver};
 use crate::rooms::{
     ConnControl, ConnId, Handed, JoinError, Joiner, Outbound, RoomHandle, Rooms, SharedBudget,
 };
@@ -70,7 +70,7 @@ enum RoomEvent {
     Closed(CloseReason),
 }
 
-type Joined = Result<(Subscription, mpsc::Receiver<Outbound>), CloseReason>;
+type Joined = Result<(Subscription, OutboundReceiver), CloseReason>;
 
 /// Serves one multiplexed socket until it closes.
 pub async fn serve(mut socket: WebSocket, options: MuxOptions, rooms: Rooms) {
@@ -362,7 +362,7 @@ async fn join(
     let ctx = rooms.context().clone();
     let conn = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
     let control = Arc::new(ConnControl::sharing(budget));
-    let (outbound_tx, outbound) = mpsc::channel(ctx.limits.outbound_queue.max(1));
+    let (outbound_tx, outbound) = outbound::queue(ctx.limits.outbound_queue);
     let room = loop {
         let room = rooms.get_or_open(list);
         let joiner = Joiner {
@@ -410,7 +410,7 @@ async fn join(
 fn room_events(
     list: Uuid,
     conn: ConnId,
-    outbound: mpsc::Receiver<Outbound>,
+    outbound: OutboundReceiver,
     control: Arc<ConnControl>,
 ) -> BoxStream<'static, (Uuid, ConnId, RoomEvent)> {
     futures_util::stream::unfold(Some((outbound, control)), move |state| async move {

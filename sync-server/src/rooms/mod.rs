@@ -19,6 +19,7 @@ mod budget;
 pub mod commit;
 pub mod compaction;
 mod live;
+pub mod outbound;
 mod presence;
 mod room;
 mod sequencer;
@@ -224,7 +225,7 @@ impl ConnControl {
 /// A connection joining a room.
 pub struct Joiner {
     pub conn: ConnId,
-    pub outbound: mpsc::Sender<Outbound>,
+    pub outbound: outbound::OutboundSender,
     pub control: Arc<ConnControl>,
     pub access: Access,
     /// The account the connection speaks for, so revoking its access closes it.

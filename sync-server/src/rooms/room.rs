@@ -4,6 +4,7 @@
 //! [`super::sequencer`], [`super::live`]); storing, relaying and reading the
 //! log are in [`persist`].
 
+mod cold;
 mod persist;
 mod settled;
 
@@ -31,6 +32,7 @@ use super::batch::Batches;
 use super::budget::ReplyBudget;
 use super::commit::CommitOutcome;
 use super::live::LiveUpdates;
+use super::outbound::TrySendError;
 use super::presence::{Outgoing, Presence, PresenceError, PresenceLimits};
 use super::sequencer::Sequencer;
 use super::{
@@ -44,7 +46,7 @@ use crate::close::{self, CloseReason};
 const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 struct Conn {
-    outbound: mpsc::Sender<Outbound>,
+    outbound: super::outbound::OutboundSender,
     control: Arc<ConnControl>,
     access: Access,
     /// The account the connection speaks for.
@@ -93,6 +95,9 @@ pub(crate) struct Room {
     nesting: NestingIndex,
     /// The projector waiting for the list with everything stored.
     settled_waiters: Vec<settled::Waiter>,
+    /// The stored bytes the document was loaded from, while it is still
+    /// exactly them ([`cold`]).
+    cold_state: Option<Vec<u8>>,
     /// Structs the document holds (each costs yrs memory, whatever its bytes).
     doc_structs: usize,
 }
@@ -197,6 +202,7 @@ impl Room {
             nesting: NestingIndex::new(nesting_limit(&ctx_limits)),
             doc_structs: 0,
             settled_waiters: Vec::new(),
+            cold_state: None,
         }
     }
 
@@ -473,8 +479,9 @@ impl Room {
             return;
         }
         let doc = &self.doc;
+        let cold = self.cold_reply(sv);
         match contained("encoding sync step 2", || {
-            doc.transact().encode_state_as_update_v1(sv)
+            cold.unwrap_or_else(|| doc.transact().encode_state_as_update_v1(sv))
         }) {
             Ok(update) => {
                 self.send_to(
@@ -549,6 +556,7 @@ impl Room {
         }
         // What waits aside already (relayed updates may wait for others).
         let pending_before = larder_crdt::state::pending_bytes(&self.doc);
+        self.forget_cold_state();
         let doc = &self.doc;
         let applied = contained("applying an update", || apply_to(doc, update));
         let delta = match applied {
@@ -751,8 +759,8 @@ impl Room {
         let outbound = Outbound { frame, reply };
         match state.outbound.try_send(outbound) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.drop_slow(conn),
-            Err(mpsc::error::TrySendError::Closed(_)) => self.remove_conn(conn),
+            Err(TrySendError::Full(_)) => self.drop_slow(conn),
+            Err(TrySendError::Closed(_)) => self.remove_conn(conn),
         }
     }
 
@@ -777,8 +785,8 @@ impl Room {
             };
             match state.outbound.try_send(outbound) {
                 Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => slow.push(*id),
-                Err(mpsc::error::TrySendError::Closed(_)) => gone.push(*id),
+                Err(TrySendError::Full(_)) => slow.push(*id),
+                Err(TrySendError::Closed(_)) => gone.push(*id),
             }
         }
         metrics::counter!("larder_deliveries_total")

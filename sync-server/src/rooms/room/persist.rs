@@ -100,6 +100,7 @@ impl Room {
                 ));
             }
         }
+        self.keep_cold_state(&stored);
         self.reindex_nesting();
         metrics::histogram!("larder_room_load_seconds").record(started.elapsed().as_secs_f64());
         self.sequencer = Sequencer::new(stored.head_seq, self.ctx.gap_grace);
@@ -286,6 +287,7 @@ impl Room {
 
     /// Applies an update committed elsewhere and passes on what was new.
     fn apply_remote(&mut self, bytes: &[u8]) {
+        self.forget_cold_state();
         let doc = &self.doc;
         let applied = contained("applying a committed update", || {
             let update = Update::decode_v1(bytes).map_err(|e| e.to_string())?;
@@ -425,6 +427,7 @@ impl Room {
     /// holding what is not stored yet, and rebuilt from storage behind it.
     /// Requests for the whole state wait for the rebuild.
     pub(super) fn replace_doc_after_panic(&mut self) {
+        self.forget_cold_state();
         let doc = Doc::new();
         let unstored: Vec<&[u8]> = self.batches.updates().chain(self.live.updates()).collect();
         let _ = contained("re-applying what is not stored", || {
@@ -465,6 +468,7 @@ impl Room {
     /// Indexes what a transaction integrated; past its bound on runs the
     /// index is rebuilt from the document (which drops collected structs).
     pub(super) fn record_integrated(&mut self, delta: &[u8]) {
+        self.forget_cold_state();
         match self.nesting.record(delta) {
             Err(e) => {
                 tracing::warn!(error = %e, "an integrated update does not check; reindexing");
@@ -478,8 +482,16 @@ impl Room {
     /// Builds the nesting index anew from the document's whole state.
     pub(super) fn reindex_nesting(&mut self) {
         let mut nesting = NestingIndex::new(nesting_limit(&self.ctx.limits));
-        let state = larder_crdt::state::encode_full_state(&self.doc);
-        match nesting.record(&state) {
+        // Right after loading a snapshot alone, its bytes are the state.
+        let encoded;
+        let state = match &self.cold_state {
+            Some(state) => state.as_slice(),
+            None => {
+                encoded = larder_crdt::state::encode_full_state(&self.doc);
+                encoded.as_slice()
+            }
+        };
+        match nesting.record(state) {
             Ok(structs) => self.doc_structs = structs,
             Err(e) => {
                 tracing::error!(error = %e, "the document's state does not check; nesting unknown");
@@ -496,6 +508,7 @@ impl Room {
     }
 
     pub(super) fn on_rebuilt(&mut self, result: Result<StoredDoc, StoreError>) {
+        self.forget_cold_state();
         self.is_rebuilding = false;
         let stored = match result {
             Ok(stored) => stored,
